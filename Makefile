@@ -1,0 +1,45 @@
+# The two entry points: `make up` (set up, train if needed, serve) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?=
+export MLFLOW_ENABLE_TELEMETRY := false
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: up down test lint typecheck train serve system-deps setup clean
+
+$(VENV)/.installed: requirements/*.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $@
+
+setup: system-deps $(VENV)/.installed
+
+# System packages the suite and the local stack use; installed with apt only where missing.
+system-deps:
+	@bash scripts/system-deps.sh
+
+train: setup
+	DATA="$(DATA)" bash scripts/train-if-needed.sh
+
+up: train
+	bash scripts/serve.sh
+
+down:
+	bash scripts/stop.sh
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: setup
+	bash scripts/run-tests.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

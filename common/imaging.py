@@ -1,0 +1,135 @@
+"""Turning untrusted bytes into a clean RGB picture, or a precise reason why not.
+
+One function serves training-time validation (which quarantines what it rejects) and the
+serving path (which maps the same errors to HTTP statuses), so a photo the service refuses
+is exactly a photo training would have quarantined. Pillow only: the gateway uses this too.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from common.errors import (
+    DecompressionBombError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnsupportedMediaTypeError,
+)
+
+# A truncated JPEG must fail, not be silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+
+# Magic numbers of files that are clearly something else than a photo we accept.
+_OTHER_MEDIA_MAGIC: dict[bytes, str] = {
+    b"%PDF": "application/pdf",
+    b"PK\x03\x04": "application/zip",
+    b"\x1f\x8b": "application/gzip",
+    b"<svg": "image/svg+xml",
+    b"<?xml": "application/xml",
+    b"GIF8": "image/gif",  # only reached when Pillow itself could not read it
+}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    min_side: int = 32
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied
+    format: str  # what the file really is, whatever its name says
+    original_mode: str
+    width: int
+    height: int
+
+
+def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
+    """Fully decode `data` into an upright RGB image, or raise a domain error that says why."""
+    limits = limits or ImageLimits()
+    if len(data) == 0:
+        raise InvalidImageError("the file is empty (0 bytes)", reason="empty")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"the file is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
+        )
+    image = _open_header(data)
+    _check_dimensions(image, limits)
+    _load_fully(image)
+    original_mode = image.mode
+    rgb = to_rgb(_upright(image))
+    return DecodedImage(rgb, image.format or "unknown", original_mode, rgb.width, rgb.height)
+
+
+def _open_header(data: bytes) -> Image.Image:
+    # Image.open reads only the header: no pixel is allocated yet.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecompressionBombError(f"the image declares too many pixels ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        head = data[:8].lstrip()
+        for magic, media_type in _OTHER_MEDIA_MAGIC.items():
+            if head.startswith(magic):
+                raise UnsupportedMediaTypeError(
+                    f"the file is {media_type}, not a supported image"
+                ) from exc
+        raise InvalidImageError(
+            "the file is not an image Pillow can identify", reason="not_an_image"
+        ) from exc
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedMediaTypeError(
+            f"image format {image.format} is not supported; send JPEG, PNG, WEBP, BMP, GIF or TIFF"
+        )
+    return image
+
+
+def _check_dimensions(image: Image.Image, limits: ImageLimits) -> None:
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise DecompressionBombError(
+            f"the image declares {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidImageError(
+            f"the image is {width}x{height}; both sides must be at least {limits.min_side} pixels",
+            reason="too_small",
+        )
+
+
+def _load_fully(image: Image.Image) -> None:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
+        raise InvalidImageError(f"the image could not be decoded: {exc}", reason=reason) from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except Exception:  # a broken EXIF block must not cost us an otherwise fine photo
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB whatever the source mode: alpha is flattened onto white, CMYK and palettes converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        image = image.convert("F").point(lambda v: v / 256.0).convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

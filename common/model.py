@@ -1,0 +1,182 @@
+"""Model definitions. The architecture travels inside every checkpoint as a `ModelConfig`,
+so loading never guesses sizes, normalisation or class order.
+
+Two architectures:
+- `simple_cnn`: a small CNN trained from scratch (the baseline).
+- `efficientnet_lite0`: EfficientNet-Lite0 (no squeeze-excite, ReLU6, fixed stem and head),
+  initialised from ImageNet weights and fine-tuned (the transfer model).
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.labels import CLASSES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "efficientnet_lite0"
+    image_size: int = 224
+    resize_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    classes: tuple[str, ...] = CLASSES
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("mean", "std", "classes"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+class SimpleCNN(nn.Module):
+    """Four conv blocks and a linear head: the from-scratch baseline."""
+
+    def __init__(
+        self, num_classes: int, dropout: float, widths: tuple[int, ...] = (32, 64, 128, 256)
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for width in widths:
+            layers += [
+                nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C)
+        x = self.features(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.head(x)
+
+
+class SamePadConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's "SAME" padding: the ported ImageNet weights were trained with
+    it, and the asymmetric pad on stride-2 layers matters for their accuracy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    # TF's defaults, which the ported weights' running statistics assume.
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (no squeeze-excite in Lite)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SamePadConv2d(in_ch, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SamePadConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SamePadConv2d(mid, out_ch, 1, bias=False)
+        self._bn2 = _bn(out_ch)
+        self.skip = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        if self.has_expand:
+            out = F.relu6(self._bn0(self._expand_conv(out)))
+        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.skip else out
+
+
+# (kernel, stride, expand ratio, output channels, repeats) per stage, as in EfficientNet-B0.
+_LITE0_STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+
+
+class EfficientNetLite0(nn.Module):
+    """Parameter names match the published `efficientnet-lite0` state dict, so ImageNet
+    weights load with `strict=True` except for the replaced classifier."""
+
+    feature_dim = 1280
+
+    def __init__(self, num_classes: int, dropout: float):
+        super().__init__()
+        self._conv_stem = SamePadConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        in_ch = 32
+        for kernel, stride, expand, out_ch, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
+                in_ch = out_ch
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SamePadConv2d(in_ch, self.feature_dim, 1, bias=False)
+        self._bn1 = _bn(self.feature_dim)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1280)
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self._dropout(self.features(x)))
+
+
+ARCHITECTURES = ("simple_cnn", "efficientnet_lite0")
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model for `config` (weights come from a checkpoint or backbone)."""
+    num_classes = len(config.classes)
+    if config.arch == "simple_cnn":
+        return SimpleCNN(num_classes, config.dropout)
+    if config.arch == "efficientnet_lite0":
+        return EfficientNetLite0(num_classes, config.dropout)
+    raise ValueError(f"unknown architecture {config.arch!r}; expected one of {ARCHITECTURES}")
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about where it came from, beside its weights."""
+
+    model_name: str = "catdog"
+    model_version: str = "local"
+    extra: dict[str, Any] = field(default_factory=dict)

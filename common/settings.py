@@ -1,0 +1,77 @@
+"""The one runtime settings object. Every field can be set with a `CATDOG_` environment
+variable (for example `CATDOG_REDIS_URL`) or a `.env` file.
+
+Hyperparameters are not here: they live in `params.yaml` so DVC can track them.
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CATDOG_", env_file=".env", extra="ignore")
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Redis is both the Celery broker/result store and the job/result store.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Model: an MLflow registry URI (models:/NAME@ALIAS) or a path to a checkpoint file.
+    model_uri: str = "models:/catdog@champion"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    registered_model_name: str = "catdog"
+    champion_alias: str = "champion"
+
+    # Queues: realtime answers /predict, bulk runs job chunks. Routing lives in worker/.
+    realtime_queue: str = "realtime"
+    bulk_queue: str = "bulk"
+
+    # Image validation, shared by training-time validation and serving.
+    max_image_bytes: int = Field(default=10 * MB, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    min_image_side: int = Field(default=32, gt=0)
+
+    # Synchronous prediction.
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Bulk jobs.
+    max_job_files: int = Field(default=1000, gt=0)
+    max_job_bytes: int = Field(default=500 * MB, gt=0)
+    job_ttl_s: int = Field(default=24 * 3600, gt=0)
+    max_queue_depth: int = Field(default=10_000, gt=0)
+    chunk_size: int = Field(default=16, gt=0)
+    callback_secret: SecretStr = SecretStr("dev-callback-secret")
+    callback_max_attempts: int = Field(default=5, gt=0)
+
+    # Worker runtime.
+    batch_size: int = Field(default=32, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_deliveries: int = Field(default=3, gt=0)
+    worker_max_memory_per_child_kb: int = Field(default=2_000_000, gt=0)
+    visibility_timeout_s: int = Field(default=3600, gt=0)
+
+    # Flower basic auth ("user:password").
+    flower_basic_auth: SecretStr = SecretStr("admin:admin")
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_prod(self) -> "Settings":
+        # Fail fast: a production deployment with the default secrets is worse than none.
+        if self.environment == "prod":
+            if self.callback_secret.get_secret_value() == "dev-callback-secret":
+                raise ValueError("CATDOG_CALLBACK_SECRET must be set in production")
+            if self.flower_basic_auth.get_secret_value() == "admin:admin":
+                raise ValueError("CATDOG_FLOWER_BASIC_AUTH must be set in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process; tests call `get_settings.cache_clear()`."""
+    return Settings()
