@@ -22,6 +22,8 @@ class Settings(BaseSettings):
 
     # Redis is both the Celery broker/result store and the job/result store.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connections the gateway may hold at once; each waiting /predict holds one.
+    redis_max_connections: int = Field(default=512, gt=0)
 
     # Model: an MLflow registry URI (models:/NAME@ALIAS) or a path to a checkpoint file.
     model_uri: str = "models:/catdog@champion"
@@ -45,6 +47,8 @@ class Settings(BaseSettings):
     max_job_files: int = Field(default=1000, gt=0)
     max_job_bytes: int = Field(default=500 * MB, gt=0)
     job_ttl_s: int = Field(default=24 * 3600, gt=0)
+    # How long after expiry a job id still answers 410 Gone instead of 404.
+    job_tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     max_queue_depth: int = Field(default=10_000, gt=0)
     chunk_size: int = Field(default=16, gt=0)
     callback_secret: SecretStr = SecretStr("dev-callback-secret")
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=3, gt=0)
     worker_max_memory_per_child_kb: int = Field(default=2_000_000, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)
+    # A worker process announces itself ready only once its model is loaded and warm, so
+    # Celery's 4 s limit on starting a child process is raised to this.
+    model_load_timeout_s: float = Field(default=300.0, gt=0)
+    # Workers write a heartbeat (queues, model, version) this often; readiness reads it.
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
 
     # Flower basic auth ("user:password").
     flower_basic_auth: SecretStr = SecretStr("admin:admin")
