@@ -6,6 +6,7 @@ is exactly a photo training would have quarantined. Pillow only: the gateway use
 """
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -30,8 +31,10 @@ _OTHER_MEDIA_MAGIC: dict[bytes, str] = {
     b"\x1f\x8b": "application/gzip",
     b"<svg": "image/svg+xml",
     b"<?xml": "application/xml",
-    b"GIF8": "image/gif",  # only reached when Pillow itself could not read it
 }
+
+# What Pillow raises on corrupt data, in the header as well as in the pixels.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,14 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
 
 
 def _open_header(data: bytes) -> Image.Image:
-    # Image.open reads only the header: no pixel is allocated yet.
+    # Image.open reads only the header: no pixel is allocated yet. Pillow's own warning
+    # threshold (~89 MP) is ignored so that `limits.max_pixels` decides; its hard error
+    # (~179 MP) still stops a bomb before anything is allocated.
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise DecompressionBombError(f"the image declares too many pixels ({exc})") from exc
     except UnidentifiedImageError as exc:
         head = data[:8].lstrip()
@@ -85,6 +90,8 @@ def _open_header(data: bytes) -> Image.Image:
         raise InvalidImageError(
             "the file is not an image Pillow can identify", reason="not_an_image"
         ) from exc
+    except _DECODE_ERRORS as exc:  # a known format whose header is cut short or corrupt
+        raise _decode_failure(exc) from exc
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedMediaTypeError(
             f"image format {image.format} is not supported; send JPEG, PNG, WEBP, BMP, GIF or TIFF"
@@ -108,9 +115,13 @@ def _check_dimensions(image: Image.Image, limits: ImageLimits) -> None:
 def _load_fully(image: Image.Image) -> None:
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
-        raise InvalidImageError(f"the image could not be decoded: {exc}", reason=reason) from exc
+    except _DECODE_ERRORS as exc:
+        raise _decode_failure(exc) from exc
+
+
+def _decode_failure(exc: Exception) -> InvalidImageError:
+    reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
+    return InvalidImageError(f"the image could not be decoded: {exc}", reason=reason)
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -1,0 +1,248 @@
+"""Stage 1: copy labelled photos from a source into `data/raw/<label>/`.
+
+The source is the Kaggle "Cat and Dog" set (downloaded with kagglehub) or any local folder.
+Labels come from class folders (`Cat/`, `dogs/`, any case, at any depth) or from Kaggle file
+names (`cat.123.jpg`). Nothing is decoded here: a broken file is copied like any other, and
+validation decides what is bad. Run as `python -m training.ingest`.
+"""
+
+import logging
+import os
+import re
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tqdm import tqdm
+
+from common.errors import DataSourceError
+from common.labels import CLASSES
+from common.logging_setup import configure_logging
+from common.settings import get_settings
+from training.manifest import RAW_DIR, write_json
+from training.params import DataParams, load_params
+
+logger = logging.getLogger(__name__)
+
+KAGGLE_SOURCE = "kaggle"
+REPORT_NAME = "ingest.json"
+_FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
+_KAGGLE_NAME = re.compile(r"^(cat|dog)[._-]\d+", re.IGNORECASE)
+# Files that are clearly not photos, whatever folder they sit in. Anything else, including
+# an unknown extension, is copied: a text file renamed .jpg must reach validation.
+_NOT_IMAGE_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+_NOT_IMAGE_SUFFIXES = frozenset(
+    {".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".html", ".doc", ".docx"}
+    | {".db", ".ini", ".log", ".py", ".ipynb", ".dvc"}
+)
+_HOW_TO_USE_A_FOLDER = (
+    "run `make up DATA=/path/to/folder` or `dvc exp run -S data.source=/path/to/folder`, "
+    "where the folder holds Cat/ and Dog/ sub-folders (any case) or Kaggle-style names "
+    "such as cat.123.jpg"
+)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path  # absolute or cwd-relative location in the source
+    relative: PurePosixPath  # location inside the source folder
+    label: str
+
+
+@dataclass
+class Scan:
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    hidden: int = 0
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    source: str
+    counts: dict[str, int]
+    available: dict[str, int]
+    max_per_class: int
+    skipped: list[dict[str, str]]
+    hidden_ignored: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "counts": self.counts,
+            "total": sum(self.counts.values()),
+            "available": self.available,
+            "max_per_class": self.max_per_class,
+            "skipped": self.skipped,
+            "skipped_count": len(self.skipped),
+            "hidden_ignored": self.hidden_ignored,
+        }
+
+
+def label_hints(relative: PurePosixPath) -> tuple[str | None, str | None]:
+    """(label from a Kaggle-style file name, label from the nearest class folder)."""
+    match = _KAGGLE_NAME.match(relative.name)
+    folders = [
+        _FOLDER_LABELS[p.lower()] for p in relative.parts[:-1] if p.lower() in _FOLDER_LABELS
+    ]
+    return (match.group(1).lower() if match else None, folders[-1] if folders else None)
+
+
+def infer_label(relative: PurePosixPath) -> str | None:
+    """The label a path implies, or None when it implies none or two different ones."""
+    from_name, from_folder = label_hints(relative)
+    if from_name and from_folder and from_name != from_folder:
+        return None
+    return from_name or from_folder
+
+
+def scan_source(source: Path, exclude: Path | None = None) -> Scan:
+    """Every labelled file under `source`, sorted by relative path; hidden entries ignored."""
+    if not source.is_dir():
+        raise DataSourceError(
+            f"the data folder {source} does not exist or is not a folder; {_HOW_TO_USE_A_FOLDER}"
+        )
+    scan = Scan()
+    excluded = os.path.abspath(exclude) if exclude is not None else None
+    for directory, subdirs, names in os.walk(source):
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if not d.startswith(".") and os.path.abspath(os.path.join(directory, d)) != excluded
+        )
+        for name in sorted(names):
+            path = Path(directory, name)
+            if name.startswith("."):
+                scan.hidden += 1
+            elif path.is_file():
+                _classify(scan, path, PurePosixPath(path.relative_to(source).as_posix()))
+    scan.files.sort(key=lambda f: f.relative.as_posix())
+    scan.skipped.sort(key=lambda s: s["path"])
+    return scan
+
+
+def _classify(scan: Scan, path: Path, relative: PurePosixPath) -> None:
+    if relative.name.lower() in _NOT_IMAGE_NAMES or relative.suffix.lower() in _NOT_IMAGE_SUFFIXES:
+        scan.skipped.append({"path": relative.as_posix(), "reason": "not_an_image_file"})
+        return
+    label = infer_label(relative)
+    if label is None:
+        reason = "conflicting_labels" if all(label_hints(relative)) else "no_label"
+        scan.skipped.append({"path": relative.as_posix(), "reason": reason})
+    else:
+        scan.files.append(SourceFile(path, relative, label))
+
+
+def cap_per_class(files: list[SourceFile], max_per_class: int) -> list[SourceFile]:
+    """The first `max_per_class` files of each class in the given (sorted) order; 0 keeps all."""
+    if max_per_class <= 0:
+        return list(files)
+    taken: Counter[str] = Counter()
+    kept = []
+    for item in files:
+        if taken[item.label] < max_per_class:
+            taken[item.label] += 1
+            kept.append(item)
+    return kept
+
+
+def destination_names(files: list[SourceFile]) -> list[str]:
+    """The original file name, or, where two files of one class share it (ignoring case),
+    the name prefixed with its source folders: `a/Cat/1.jpg` -> `a__Cat__1.jpg`."""
+    seen = Counter((f.label, f.relative.name.lower()) for f in files)
+    return [
+        f.relative.name
+        if seen[(f.label, f.relative.name.lower())] == 1
+        else "__".join(f.relative.parts)
+        for f in files
+    ]
+
+
+def ingest(
+    source: Path, out_dir: Path, *, max_per_class: int = 0, source_name: str | None = None
+) -> IngestReport:
+    """Rebuild `out_dir` from scratch with copies of every labelled file under `source`."""
+    if _is_within(source, out_dir):
+        raise DataSourceError(
+            f"the data folder {source} lies inside {out_dir}, which every ingest run deletes; "
+            "point data.source somewhere else"
+        )
+    scan = scan_source(source, exclude=out_dir)
+    if not scan.files:
+        raise DataSourceError(
+            f"no labelled images found under {source} ({len(scan.skipped)} files without a "
+            f"cat/dog label); {_HOW_TO_USE_A_FOLDER}"
+        )
+    chosen = cap_per_class(scan.files, max_per_class)
+    _copy_all(chosen, out_dir)
+    report = IngestReport(
+        source=source_name or str(source),
+        counts={label: sum(f.label == label for f in chosen) for label in CLASSES},
+        available={label: sum(f.label == label for f in scan.files) for label in CLASSES},
+        max_per_class=max_per_class,
+        skipped=scan.skipped,
+        hidden_ignored=scan.hidden,
+    )
+    write_json(out_dir / REPORT_NAME, report.to_json())
+    return report
+
+
+def _copy_all(files: list[SourceFile], out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    for label in CLASSES:
+        (out_dir / label).mkdir(parents=True)
+    names = destination_names(files)
+    for item, name in tqdm(list(zip(files, names, strict=True)), desc="ingest", unit="file"):
+        shutil.copyfile(item.path, out_dir / item.label / name)
+    logger.info("copied %d files into %s", len(files), out_dir)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    inner, outer = os.path.abspath(path), os.path.abspath(folder)
+    return inner == outer or inner.startswith(outer + os.sep)
+
+
+def download_kaggle(handle: str) -> Path:
+    """The local folder of the Kaggle dataset `handle`, downloaded (or cached) by kagglehub."""
+    try:
+        import kagglehub  # imported here: slow, and only this source needs it
+
+        return Path(kagglehub.dataset_download(handle))
+    except Exception as exc:  # network, auth, disk: all mean "use a local folder instead"
+        raise DataSourceError(
+            f"could not download the Kaggle dataset {handle!r} ({type(exc).__name__}: {exc}). "
+            f"No network or no Kaggle access? Use a local folder of photos instead: "
+            f"{_HOW_TO_USE_A_FOLDER}"
+        ) from exc
+
+
+def resolve_source(data: DataParams) -> Path:
+    """`data.source` as a folder: "kaggle" downloads; anything else is a path (cwd-relative)."""
+    if data.source.strip().lower() == KAGGLE_SOURCE:
+        return download_kaggle(data.kaggle_handle)
+    return Path(data.source).expanduser()
+
+
+def main() -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    params = load_params()
+    try:
+        source = resolve_source(params.data)
+        logger.info("ingesting from %s", source)
+        report = ingest(
+            source, RAW_DIR, max_per_class=params.data.max_per_class, source_name=params.data.source
+        )
+    except DataSourceError as exc:
+        print(f"ingest failed: {exc.message}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{n} {label}" for label, n in report.counts.items())
+    print(f"ingest: {counts} -> {RAW_DIR} ({len(report.skipped)} skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
