@@ -4,8 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?=
-export MLFLOW_ENABLE_TELEMETRY := false
-export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: up down test lint typecheck train serve system-deps setup clean

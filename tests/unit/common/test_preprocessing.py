@@ -1,0 +1,50 @@
+"""Serving and evaluation must see the same tensor for the same photo, bit for bit."""
+
+from pathlib import Path
+
+import torch
+
+from common.imaging import decode_image
+from common.model import ModelConfig
+from common.preprocessing import AugmentationParams, preprocess_batch, train_transform
+from tests.conftest import KAGGLE, PETIMAGES
+from training.dataset import ImageDataset, Sample
+
+
+def _serving_tensor(path: Path, config: ModelConfig) -> torch.Tensor:
+    # What a worker does with uploaded bytes.
+    return preprocess_batch([decode_image(path.read_bytes()).image], config)[0]
+
+
+def test_serving_preprocessing_equals_evaluation_preprocessing_bit_for_bit() -> None:
+    from common.preprocessing import eval_transform
+
+    config = ModelConfig(image_size=224, resize_size=224)
+    photos = [
+        PETIMAGES / "Cat" / "1.jpg",
+        PETIMAGES / "Dog" / "2.jpg",
+        KAGGLE / "cat.0.jpg",
+        KAGGLE / "dog.7.jpg",
+    ]
+    dataset = ImageDataset([Sample(p, 0, "") for p in photos], eval_transform(config))
+    for index, photo in enumerate(photos):
+        evaluated, _ = dataset[index]
+        assert torch.equal(evaluated, _serving_tensor(photo, config)), photo
+
+
+def test_eval_preprocessing_output_shape_and_normalisation() -> None:
+    config = ModelConfig(image_size=96, resize_size=110)
+    batch = _serving_tensor(KAGGLE / "cat.0.jpg", config)
+    assert batch.shape == (3, 96, 96)
+    assert batch.dtype == torch.float32
+    # Normalised with ImageNet statistics: values sit around zero, not in [0, 1].
+    assert batch.min() < 0 < batch.max()
+
+
+def test_training_augmentation_is_random_but_keeps_the_shape() -> None:
+    config = ModelConfig(image_size=64, resize_size=64)
+    transform = train_transform(config, AugmentationParams())
+    image = decode_image((PETIMAGES / "Dog" / "1.jpg").read_bytes()).image
+    first, second = transform(image), transform(image)
+    assert first.shape == second.shape == (3, 64, 64)
+    assert not torch.equal(first, second)

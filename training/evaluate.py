@@ -1,0 +1,148 @@
+"""Evaluate stage: score the checkpoint on the test split (or on any labelled folder).
+
+`python -m training.evaluate` writes metrics/eval.json, PNG plots and CSVs for `dvc plots`,
+and adds them to the training run in MLflow.
+`python -m training.evaluate --data FOLDER --out DIR` scores the same way on another labelled
+folder (Cat/ Dog/ sub-folders or cat.N.jpg names), for example a different source.
+"""
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common.checkpoint import load_checkpoint
+from common.labels import CLASSES
+from common.logging_setup import configure_logging
+from common.model import ModelConfig
+from common.preprocessing import eval_transform
+from training import registry
+from training.dataset import ImageDataset, Sample, read_split
+from training.params import load_params
+from training.runtime import pick_device, use_all_cores
+from training.train import CHECKPOINT, RUN_FILE
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = Path("metrics/eval.json")
+PLOTS_DIR = Path("plots/eval")
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module,
+    config: ModelConfig,
+    samples: list[Sample],
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, 2) and true labels (N,), through the serving preprocessing."""
+    loader = DataLoader(
+        ImageDataset(samples, eval_transform(config)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    model.eval().to(device)
+    probs, labels = [], []
+    for images, targets in tqdm(loader, desc="evaluating", unit="batch"):
+        probs.append(model(images.to(device)).float().softmax(dim=1).cpu())
+        labels.append(targets)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def write_report(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    samples: list[Sample],
+    bins: int,
+    out_dir: Path,
+    metrics_file: Path,
+) -> tuple[dict[str, float], list[Path]]:
+    from training import metrics as m
+
+    metrics = m.classification_metrics(labels, probs, bins)
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = [out_dir / "confusion_matrix.png", out_dir / "roc.png", out_dir / "reliability.png"]
+    m.plot_confusion_matrix(labels, probs, pngs[0])
+    m.plot_roc(labels, probs, pngs[1])
+    m.plot_reliability(labels, probs, bins, pngs[2])
+    _write_predictions_csv(labels, probs, samples, out_dir / "predictions.csv")
+    _write_roc_csv(labels, probs, out_dir / "roc.csv")
+    return metrics, [*pngs, out_dir / "predictions.csv", out_dir / "roc.csv"]
+
+
+def _write_predictions_csv(
+    labels: np.ndarray, probs: np.ndarray, samples: list[Sample], path: Path
+) -> None:
+    # One row per image: DVC's confusion template reads actual/predicted.
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "actual", "predicted", "p_dog"])
+        for sample, label, p in zip(samples, labels, probs, strict=True):
+            writer.writerow([sample.path, CLASSES[label], CLASSES[int(p.argmax())], f"{p[1]:.6f}"])
+
+
+def _write_roc_csv(labels: np.ndarray, probs: np.ndarray, path: Path) -> None:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probs[:, 1])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["fpr", "tpr"])
+        writer.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), strict=True))
+
+
+def _folder_samples(folder: Path) -> list[Sample]:
+    """Labelled files of any folder, found by the same rules ingest uses."""
+    from common.labels import label_index
+    from training.ingest import scan_source
+
+    return [Sample(f.path, label_index(f.label), "") for f in scan_source(folder).files]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--data", type=Path, help="a labelled folder instead of the test split")
+    parser.add_argument(
+        "--out", type=Path, help="output folder for --data (default reports/eval-<name>)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(json_logs=False)
+    use_all_cores()
+    params = load_params()
+    device = pick_device()
+    model, config, _ = load_checkpoint(args.checkpoint, map_location=device)
+    bins = params.evaluate.calibration_bins
+    if args.data is not None:
+        samples = _folder_samples(args.data)
+        out = args.out or Path("reports") / f"eval-{args.data.resolve().name}"
+        probs, labels = predict_probabilities(
+            model, config, samples, device, num_workers=params.train.num_workers
+        )
+        metrics, _ = write_report(labels, probs, samples, bins, out, out / "metrics.json")
+        print(json.dumps(metrics, indent=2))
+        return
+    samples = read_split("test")
+    probs, labels = predict_probabilities(
+        model, config, samples, device, num_workers=params.train.num_workers
+    )
+    metrics, files = write_report(labels, probs, samples, bins, PLOTS_DIR, METRICS_FILE)
+    with registry.resume_run(RUN_FILE):
+        registry.log_evaluation(metrics, files)
+    log.info("test metrics: %s", json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The MLflow pyfunc wrapper, logged as "model from code" so no Python object is pickled.
+
+The logged model holds our checkpoint as an artifact. `mlflow.pyfunc.load_model()` users
+pass a float32 batch already preprocessed by common.preprocessing (B, 3, S, S) and get class
+probabilities (B, 2) back; the workers skip this wrapper and load the checkpoint directly.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+
+class CatDogModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def load_context(self, context: Any) -> None:
+        from common.checkpoint import load_checkpoint
+
+        self.model, self.config, _ = load_checkpoint(Path(context.artifacts["checkpoint"]))
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            batch = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+            return self.model(batch).softmax(dim=1).numpy()
+
+
+mlflow.models.set_model(CatDogModel())

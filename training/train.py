@@ -1,0 +1,131 @@
+"""Train stage: fit the configured model on the train split, early-stopping on validation.
+
+Transfer models train in two phases (see params.yaml): the head on frozen-backbone features
+computed once, then optionally the last backbone blocks end to end. From-scratch models train
+end to end. Outputs: models/model.pt (checkpoint with its config and lineage), the per-epoch
+history for DVC plots, metrics/train.json, and an MLflow run that later stages add to.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import save_checkpoint
+from common.logging_setup import configure_logging
+from common.model import ModelConfig, build_model
+from training import registry
+from training.backbones import load_pretrained_backbone
+from training.dataset import read_split
+from training.fitting import History, fit_end_to_end, fit_head_on_features
+from training.lineage import data_lineage, git_commit
+from training.params import Params, load_params
+from training.runtime import pick_device, seed_everything, use_all_cores
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = Path("models/model.pt")
+RUN_FILE = Path("models/mlflow_run.json")
+METRICS_FILE = Path("metrics/train.json")
+HISTORY_FILE = Path("plots/train/history.csv")
+CURVES_PNG = Path("plots/train/curves.png")
+
+
+def model_config(params: Params) -> ModelConfig:
+    return ModelConfig(
+        arch=params.model.arch,
+        image_size=params.model.image_size,
+        resize_size=params.model.resize_size,
+        dropout=params.model.dropout,
+    )
+
+
+def train(params: Params, device: torch.device) -> tuple[torch.nn.Module, ModelConfig, History]:
+    """Build, initialise and fit the model; returns it with its best weights restored."""
+    seed_everything(params.train.seed)
+    config = model_config(params)
+    model = build_model(config)
+    from_scratch = config.arch == "simple_cnn" or not params.model.pretrained
+    if not from_scratch:
+        load_pretrained_backbone(model, config)
+    model.to(device)
+    train_samples, val_samples = read_split("train"), read_split("val")
+    log.info(
+        "training %s on %d images (val %d) on %s",
+        config.arch,
+        len(train_samples),
+        len(val_samples),
+        device,
+    )
+    history = History()
+    if from_scratch:
+        fit_end_to_end(
+            model,
+            config,
+            params.train,
+            train_samples,
+            val_samples,
+            device,
+            history,
+            epochs=params.train.epochs,
+            lr=params.train.lr,
+            unfreeze_blocks=None,
+        )
+        return model, config, history
+    fit_head_on_features(model, config, params.train, train_samples, val_samples, device, history)
+    if params.train.finetune_epochs > 0:
+        fit_end_to_end(
+            model,
+            config,
+            params.train,
+            train_samples,
+            val_samples,
+            device,
+            history,
+            epochs=params.train.finetune_epochs,
+            lr=params.train.finetune_lr,
+            unfreeze_blocks=params.train.unfreeze_blocks,
+        )
+    return model, config, history
+
+
+def main() -> None:
+    configure_logging(json_logs=False)
+    params = load_params()
+    use_all_cores()
+    device = pick_device()
+    started = time.perf_counter()
+    lineage = {**data_lineage(), "git_commit": git_commit()}
+    with registry.training_run(params, lineage) as run_id:
+        model, config, history = train(params, device)
+        wall_s = time.perf_counter() - started
+        save_checkpoint(
+            CHECKPOINT,
+            model,
+            config,
+            {
+                "model_name": params.register_.model_name,
+                "mlflow_run_id": run_id,
+                "lineage": lineage,
+                "best_epoch": history.best_epoch,
+            },
+        )
+        history.write_csv(HISTORY_FILE)
+        history.plot(CURVES_PNG)
+        summary = {
+            **history.best_metrics(),
+            "epochs_run": len(history.rows),
+            "train_wall_s": round(wall_s, 1),
+            "device": str(device),
+        }
+        METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        METRICS_FILE.write_text(json.dumps(summary, indent=2) + "\n")
+        registry.log_training_outputs(history, summary, [HISTORY_FILE, CURVES_PNG])
+        RUN_FILE.write_text(json.dumps({"mlflow_run_id": run_id}, indent=2) + "\n")
+    log.info("trained in %.0f s: %s", wall_s, summary)
+
+
+if __name__ == "__main__":
+    main()
