@@ -1,0 +1,72 @@
+"""How the gateway and the workers talk through Celery: task names, queue routing and the one
+Celery configuration both sides build from `Settings`.
+
+Torch-free, so the gateway can publish tasks by name without importing the worker's code.
+Messages are JSON only: a task carries ids and keys, never image bytes or pickled objects.
+"""
+
+from typing import Any
+
+from celery import Celery
+
+from common.settings import Settings
+
+PREDICT_TASK = "catdog.predict"
+CHUNK_TASK = "catdog.run_chunk"
+CALLBACK_TASK = "catdog.send_callback"
+
+
+def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
+    """Routing declared once: /predict on its own queue, bulk work and callbacks on the other."""
+    return {
+        PREDICT_TASK: {"queue": settings.realtime_queue},
+        CHUNK_TASK: {"queue": settings.bulk_queue},
+        CALLBACK_TASK: {"queue": settings.bulk_queue},
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    # Kombu sweeps messages of dead consumers back into their queue every
+    # `interval * throttle` seconds (100 s by default): keep it well inside the visibility
+    # timeout so a lost chunk comes back soon after the timeout rather than minutes later.
+    restore_interval = max(1, min(10, settings.visibility_timeout_s // 4))
+    return {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_routes": task_routes(settings),
+        "task_default_queue": settings.bulk_queue,
+        # Results travel through our own Redis keys (common.jobstore), not Celery's backend.
+        "task_ignore_result": True,
+        # A task is acknowledged after it ran; if its process dies the message goes back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3.0,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        "worker_proc_alive_timeout": settings.model_load_timeout_s,
+        "worker_hijack_root_logger": False,
+        # Events for Flower.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+    }
+
+
+def make_celery(settings: Settings, name: str, include: list[str] | None = None) -> Celery:
+    """A Celery app wired to `settings`; creating it opens no connection."""
+    app = Celery(name, broker=settings.redis_url, include=include or [])
+    app.conf.update(celery_config(settings))
+    return app

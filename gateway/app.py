@@ -1,0 +1,66 @@
+"""The application factory: settings in, a FastAPI app out. Connections open in the lifespan,
+never at import."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.logging_setup import configure_logging
+from common.settings import Settings, get_settings
+from gateway.errors import install_error_handlers
+from gateway.middleware import RequestContextMiddleware
+from gateway.routes import ROUTERS
+from gateway.services import Services
+
+DESCRIPTION = """
+Cats-vs-dogs classification. `POST /predict` answers one photo synchronously; `POST /jobs`
+takes hundreds of photos and runs them in the background, with progress, paged results,
+cancellation, idempotency and a signed callback. Every error body is
+`{"detail": "...", "reason": "<stable code>"}`.
+"""
+
+
+def _route_server_logs_to_root() -> None:
+    # Uvicorn's loggers write plain text through their own handlers: send them to the
+    # JSON root handler instead; the access log is replaced by our request-id-aware one.
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if app.state.configure_logging:
+        configure_logging(settings.log_level, settings.log_json)
+        _route_server_logs_to_root()
+    services = Services(settings)
+    app.state.services = services
+    logging.getLogger(__name__).info(
+        "gateway started",
+        extra={"realtime_queue": settings.realtime_queue, "bulk_queue": settings.bulk_queue},
+    )
+    try:
+        yield
+    finally:
+        await services.close()
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    app = FastAPI(
+        title="catdog",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.configure_logging = configure_logs
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

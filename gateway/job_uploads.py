@@ -1,0 +1,139 @@
+"""Receiving a bulk upload: each file goes to Redis as soon as its part ends, so at most one
+file (bounded by `max_image_bytes`) is ever in the gateway's memory.
+
+Limits: more than `max_job_files` files -> 413 too_many_files; a body over `max_job_bytes`
+-> 413 request_too_large. A single file over `max_image_bytes` does not sink the job: it is
+dropped unread and its item fails with `too_large`, like any other bad item. Images are not
+decoded here; a worker does that and records a per-item error for a bad one.
+"""
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+from common.jobstore import AsyncJobStore, ItemResult, NewJob
+from common.settings import Settings
+from gateway.errors import (
+    InvalidFieldError,
+    MissingFieldError,
+    RequestTooLargeError,
+    TooManyFilesError,
+)
+from gateway.uploads import (
+    MAX_FIELD_BYTES,
+    PART_OVERHEAD_BYTES,
+    PartData,
+    PartEnd,
+    PartStart,
+    multipart_events,
+)
+
+FILES_FIELD = "files"
+CALLBACK_FIELD = "callback_url"
+
+
+@dataclass
+class _Receiving:
+    names: list[str] = field(default_factory=list)
+    rejected: list[ItemResult] = field(default_factory=list)
+    callback_url: str | None = None
+    part: PartStart | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    oversized: bool = False
+
+
+def validate_callback_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidFieldError(f"callback_url must be an absolute http(s) URL, not {url!r}")
+    return url.strip()
+
+
+def chunked(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+async def receive_job(
+    request: Request,
+    store: AsyncJobStore,
+    settings: Settings,
+    job_id: str,
+    request_id: str | None,
+) -> tuple[NewJob, list[list[int]]]:
+    """Stream the upload into Redis and plan its chunks (lists of item indices).
+
+    On any failure, what was stored is deleted before the error goes on."""
+    state = _Receiving()
+    max_body = settings.max_job_bytes + settings.max_job_files * PART_OVERHEAD_BYTES
+    try:
+        events = multipart_events(request, max_body, RequestTooLargeError, "request")
+        async for event in events:
+            if isinstance(event, PartStart):
+                _start_part(state, event, settings)
+            elif isinstance(event, PartData) and state.part is not None:
+                _add_data(state, event.data, settings)
+            elif isinstance(event, PartEnd) and state.part is not None:
+                await _end_part(state, store, job_id, settings)
+    except BaseException:
+        await store.discard_upload(job_id, len(state.names))
+        raise
+    if not state.names:
+        raise MissingFieldError(f"no file in multipart field '{FILES_FIELD}'")
+    rejected = {r.index for r in state.rejected}
+    runnable = [i for i in range(len(state.names)) if i not in rejected]
+    chunks = chunked(runnable, settings.chunk_size)
+    job = NewJob(
+        job_id=job_id,
+        names=state.names,
+        rejected=state.rejected,
+        chunks=len(chunks),
+        callback_url=state.callback_url,
+        request_id=request_id,
+    )
+    return job, chunks
+
+
+def _start_part(state: _Receiving, part: PartStart, settings: Settings) -> None:
+    if part.name == FILES_FIELD and part.filename is not None:
+        if len(state.names) >= settings.max_job_files:
+            raise TooManyFilesError(
+                f"a job takes at most {settings.max_job_files} files; split the upload"
+            )
+        state.names.append(part.filename)
+    elif part.name != CALLBACK_FIELD:
+        state.part = None  # an unknown field: its data is skipped
+        return
+    state.part, state.buffer, state.oversized = part, bytearray(), False
+
+
+def _add_data(state: _Receiving, data: bytes, settings: Settings) -> None:
+    if state.oversized:
+        return
+    state.buffer += data
+    limit = settings.max_image_bytes if state.part and state.part.filename else MAX_FIELD_BYTES
+    if len(state.buffer) > limit:
+        if state.part is not None and state.part.filename is None:
+            raise InvalidFieldError(f"form field {state.part.name} is longer than {limit} bytes")
+        state.oversized, state.buffer = True, bytearray()
+
+
+async def _end_part(
+    state: _Receiving, store: AsyncJobStore, job_id: str, settings: Settings
+) -> None:
+    part = state.part
+    assert part is not None
+    state.part = None
+    if part.filename is None:  # the callback_url field
+        state.callback_url = validate_callback_url(state.buffer.decode("utf-8", "replace"))
+        return
+    index = len(state.names) - 1
+    if state.oversized:
+        state.rejected.append(
+            ItemResult.failure(
+                index, "too_large", f"the file is larger than {settings.max_image_bytes} bytes"
+            )
+        )
+    else:
+        await store.store_image(job_id, index, bytes(state.buffer))
+    state.buffer = bytearray()

@@ -1,0 +1,80 @@
+"""POST /predict: one photo, answered by a worker through the realtime queue."""
+
+import logging
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+
+from gateway.dependencies import RequestIdDep, ServicesDep
+from gateway.errors import PredictTimeoutError, error_from_reply
+from gateway.openapi import error_responses, multipart_body
+from gateway.schemas import ModelInfo, PredictResponse
+from gateway.uploads import read_single_file
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["predict"])
+
+# Extra seconds the stored image outlives the wait, so a worker that starts late finds it.
+IMAGE_TTL_MARGIN_S = 30
+
+
+PREDICT_BODY = multipart_body(
+    {"file": {"type": "string", "format": "binary", "description": "One JPEG/PNG/WEBP/... photo"}},
+    ["file"],
+)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=error_responses(413, 415, 422, 429, 503, 504),
+    openapi_extra=PREDICT_BODY,
+)
+async def predict(
+    request: Request, services: ServicesDep, request_id: RequestIdDep
+) -> PredictResponse:
+    """Classify one photo (multipart field `file`) as cat or dog."""
+    started = time.perf_counter()
+    settings = services.settings
+    upload = await read_single_file(request, "file", settings.max_image_bytes)
+    await services.validate_image(upload.data)
+    await services.ensure_capacity(settings.realtime_queue)
+    await services.ensure_worker(settings.realtime_queue)
+
+    prediction_id = uuid.uuid4().hex
+    store = services.store
+    ttl = int(settings.predict_timeout_s) + IMAGE_TTL_MARGIN_S
+    await store.put_predict_image(prediction_id, upload.data, ttl)
+    await services.dispatcher.predict(prediction_id, request_id)
+    reply = await store.await_predict_reply(prediction_id, settings.predict_timeout_s)
+    if reply is None:
+        await store.abandon_predict(prediction_id)
+        raise PredictTimeoutError(
+            f"no worker answered within {settings.predict_timeout_s:g} s; try again later"
+        )
+    if not reply.get("ok"):
+        raise error_from_reply(reply.get("error") or {})
+
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    model = ModelInfo(**reply["model"])
+    log.info(
+        "prediction served",
+        extra={
+            "model_name": model.name,
+            "model_version": model.version,
+            "label": reply["label"],
+            "probability": round(reply["probability"], 6),
+            "latency_ms": latency_ms,
+            "upload_name": upload.filename,
+        },
+    )
+    return PredictResponse(
+        label=reply["label"],
+        probability=reply["probability"],
+        probabilities=reply["probabilities"],
+        model=model,
+        request_id=request_id,
+        latency_ms=latency_ms,
+    )

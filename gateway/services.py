@@ -1,0 +1,146 @@
+"""The gateway's connections and the checks routes share: Redis (asyncio), a Celery client
+that publishes tasks by name, queue capacity and worker availability.
+
+Publishing with Celery is blocking socket I/O, so it runs in a worker thread; everything that
+waits (results, heartbeats, queue depth) uses redis.asyncio on the event loop.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.to_thread import run_sync
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from common.imaging import DecodedImage, ImageLimits, decode_image
+from common.jobstore import AsyncJobStore, Heartbeat
+from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK, make_celery
+from common.settings import Settings
+from gateway.errors import BrokerUnavailableError, NoWorkerError, QueueFullError
+
+# Seconds a client is told to wait when a queue is full.
+RETRY_AFTER_S = 5
+# Full decodes at once: bounds the gateway's memory for pixels (up to max_image_pixels each).
+DECODE_CONCURRENCY = 4
+
+
+def chunk_task_id(job_id: str, chunk: int) -> str:
+    """Deterministic, so a cancel can revoke every chunk of a job without a lookup."""
+    return f"{job_id}-chunk-{chunk}"
+
+
+@dataclass(frozen=True)
+class QueueReadiness:
+    ok: bool
+    detail: str
+
+
+def evaluate_readiness(heartbeats: Sequence[Heartbeat], queues: Sequence[str]) -> QueueReadiness:
+    """Ready when every queue has at least one live worker process with a loaded model."""
+    missing = [q for q in queues if not any(hb.ready and q in hb.queues for hb in heartbeats)]
+    if not missing:
+        return QueueReadiness(True, "Redis answers and every queue has a worker with a model")
+    loading = [hb for hb in heartbeats if not hb.ready]
+    detail = "no worker with a loaded model serves queue " + ", ".join(repr(q) for q in missing)
+    if loading:
+        states = ", ".join(
+            f"{hb.worker_id} {hb.state}" + (f" ({hb.error})" if hb.error else "") for hb in loading
+        )
+        detail += f"; not ready: {states}"
+    return QueueReadiness(False, detail)
+
+
+class Dispatcher:
+    """Publishes tasks (JSON, by name) without importing the worker's code."""
+
+    def __init__(self, celery: Celery, settings: Settings) -> None:
+        self.celery = celery
+        self.settings = settings
+
+    async def _run(self, fn: object, *args: object) -> None:
+        try:
+            await run_sync(fn, *args)  # type: ignore[arg-type]
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailableError(f"the task queue is unavailable: {exc}") from exc
+
+    async def predict(self, prediction_id: str, request_id: str | None) -> None:
+        def send() -> None:
+            self.celery.send_task(
+                PREDICT_TASK,
+                args=[prediction_id, request_id],
+                queue=self.settings.realtime_queue,
+                task_id=prediction_id,
+                # A prediction nobody waits for any more is discarded unread.
+                expires=self.settings.predict_timeout_s,
+            )
+
+        await self._run(send)
+
+    async def chunks(self, job_id: str, chunks: list[list[int]], request_id: str | None) -> None:
+        def send() -> None:
+            for n, indices in enumerate(chunks):
+                self.celery.send_task(
+                    CHUNK_TASK,
+                    args=[job_id, n, indices, request_id],
+                    queue=self.settings.bulk_queue,
+                    task_id=chunk_task_id(job_id, n),
+                )
+
+        await self._run(send)
+
+    async def revoke_chunks(self, job_id: str, count: int) -> None:
+        ids = [chunk_task_id(job_id, n) for n in range(count)]
+        if ids:
+            await self._run(lambda: self.celery.control.revoke(ids))
+
+    async def callback(self, job_id: str) -> None:
+        await self._run(
+            lambda: self.celery.send_task(
+                CALLBACK_TASK, args=[job_id], queue=self.settings.bulk_queue
+            )
+        )
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                timeout=5,
+                socket_connect_timeout=2,
+            )
+        )
+        self.store = AsyncJobStore(self.redis, settings.job_ttl_s, settings.job_tombstone_ttl_s)
+        self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
+        self.limits = ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+        )
+        self._decode_limiter = anyio.CapacityLimiter(DECODE_CONCURRENCY)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        self.dispatcher.celery.close()
+
+    async def validate_image(self, data: bytes) -> DecodedImage:
+        """Decode in a thread (never on the event loop); raises the domain error if unusable."""
+        return await run_sync(decode_image, data, self.limits, limiter=self._decode_limiter)
+
+    async def ensure_capacity(self, queue: str) -> None:
+        depth = await self.store.queue_depth(queue)
+        if depth >= self.settings.max_queue_depth:
+            raise QueueFullError(
+                f"the {queue} queue holds {depth} tasks (limit {self.settings.max_queue_depth});"
+                f" retry in {RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+
+    async def ensure_worker(self, queue: str) -> None:
+        workers = await self.store.live_workers()
+        if not any(hb.ready and queue in hb.queues for hb in workers):
+            raise NoWorkerError(f"no worker with a loaded model serves the {queue} queue")

@@ -1,0 +1,113 @@
+"""Fixtures for the serving integration tests: a model checkpoint trained for a few steps on
+real photos, the photos themselves (copied out of ../shared/data), and one shared stack
+(real redis-server, a real Celery worker with two prefork children, a real uvicorn gateway)
+for every test whose settings do not differ. Tests that need other settings start their own.
+"""
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.imaging import decode_image
+from common.labels import label_index
+from common.model import ModelConfig, build_model
+from common.preprocessing import preprocess_batch
+from tests.integration.processes import SHARED_DATA, Stack, start_stack
+
+MB = 1024 * 1024
+KAGGLE = SHARED_DATA / "kaggle-dogs-vs-cats" / "train"
+PETIMAGES = SHARED_DATA / "petimages-180"
+
+# The shared stack's settings: small chunks so a 200-photo job spans many tasks.
+SHARED_SETTINGS = {
+    "chunk_size": 8,
+    "batch_size": 8,
+    "max_job_files": 250,
+    "max_job_bytes": 30 * MB,
+    "predict_timeout_s": 20,
+}
+
+
+def kaggle_photos(count: int) -> list[Path]:
+    """`count` Kaggle photos, half cats and half dogs."""
+    half = count // 2
+    names = [f"cat.{i}.jpg" for i in range(half)] + [f"dog.{i}.jpg" for i in range(count - half)]
+    return [KAGGLE / name for name in names]
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 Kaggle photos and 20 PetImages photos, copied (never written in place)."""
+    if not KAGGLE.is_dir():
+        pytest.skip(f"the shared photos are not at {SHARED_DATA}")
+    target = tmp_path_factory.mktemp("photos")
+    (target / "kaggle").mkdir()
+    (target / "pet").mkdir()
+    for path in kaggle_photos(200):
+        shutil.copy(path, target / "kaggle" / path.name)
+    for animal in ("Cat", "Dog"):
+        for i in range(10):
+            shutil.copy(PETIMAGES / animal / f"{i}.jpg", target / "pet" / f"{animal}-{i}.jpg")
+    return target
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path) -> Path:
+    """A small CNN (64 px) trained for a few steps on 32 real photos."""
+    torch.manual_seed(0)
+    config = ModelConfig(arch="simple_cnn", image_size=64, resize_size=64)
+    model = build_model(config)
+    paths = sorted((photo_dir / "kaggle").glob("cat.1?.jpg")) + sorted(
+        (photo_dir / "kaggle").glob("dog.1?.jpg")
+    )
+    images = [decode_image(p.read_bytes()).image for p in paths]
+    x = preprocess_batch(images, config)  # (32, 3, 64, 64)
+    y = torch.tensor([label_index(p.name.split(".")[0]) for p in paths])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(5):
+        loss = F.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    path = tmp_path_factory.mktemp("model") / "checkpoint.pt"
+    save_checkpoint(path, model, config, {"model_name": "catdog", "model_version": "fixture-1"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def in_process() -> Callable[[Path, list[bytes]], list[dict[str, float]]]:
+    """Reference inference: the checkpoint loaded here, one image at a time."""
+
+    def predict(checkpoint_path: Path, images: list[bytes]) -> list[dict[str, float]]:
+        model, config, _ = load_checkpoint(checkpoint_path)
+        out = []
+        with torch.inference_mode():
+            for data in images:
+                x = preprocess_batch([decode_image(data).image], config)  # (1, 3, S, S)
+                row = torch.softmax(model(x), dim=1)[0].tolist()
+                out.append(dict(zip(config.classes, row, strict=True)))
+        return out
+
+    return predict
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("shared-stack"), str(checkpoint), workers=1, **SHARED_SETTINGS
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as http:
+        yield http

@@ -1,0 +1,233 @@
+"""Real processes for the integration tests: redis-server, Celery workers and uvicorn, each
+on a free port, each in its own process group so a test can SIGKILL a whole worker."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from common.jobstore import JobStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # not up yet
+            last_error = exc
+        time.sleep(every_s)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what} ({last_error})")
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a Celery worker and its pool children)."""
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group
+        )
+    return Process(name, popen, log_path)
+
+
+def start_redis(log_dir: Path) -> tuple[Process, str]:
+    port = free_port()
+    argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--daemonize", "no"]
+    proc = spawn(f"redis-{port}", argv, dict(os.environ), log_dir)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    wait_until(client.ping, 10, f"redis-server on port {port}")
+    client.close()
+    return proc, url
+
+
+def service_env(redis_url: str, model_uri: str, **settings: Any) -> dict[str, str]:
+    """The environment of a gateway or worker: only our CATDOG_ settings, none inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
+    env.update(
+        {
+            "CATDOG_REDIS_URL": redis_url,
+            "CATDOG_MODEL_URI": model_uri,
+            "CATDOG_ENVIRONMENT": "test",
+            "CATDOG_LOG_JSON": "true",
+            "PYTHONUNBUFFERED": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        }
+    )
+    env.update({f"CATDOG_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def start_worker(
+    name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, pool: str = "prefork"
+) -> Process:
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker"]
+    argv += ["-Q", "realtime,bulk", "-c", str(concurrency), "-P", pool]
+    argv += ["--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle"]
+    argv += ["--without-gossip"]
+    return spawn(name, argv, env, log_dir)
+
+
+def wait_for_worker(redis_url: str, node_prefix: str, processes: int, proc: Process) -> None:
+    """Until `processes` model-owning processes of the node report a loaded model."""
+    store = JobStore.from_url(redis_url)
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"worker {proc.name} exited:\n{proc.log()[-3000:]}")
+        hbs = [hb for hb in store.live_workers() if hb.hostname.startswith(f"{node_prefix}@")]
+        return sum(hb.ready for hb in hbs) >= processes
+
+    try:
+        wait_until(ready, 90, f"worker {node_prefix} with a loaded model", every_s=0.2)
+    finally:
+        store.redis.close()
+
+
+def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--no-access-log"]
+    proc = spawn(f"gateway-{port}", argv, env, log_dir)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"gateway exited:\n{proc.log()[-3000:]}")
+        return httpx.get(f"{url}/livez", timeout=1).status_code == 200
+
+    wait_until(up, 30, "the gateway")
+    return proc, url
+
+
+@dataclass
+class Stack:
+    """One Redis, one gateway, some workers: what a test talks to."""
+
+    url: str
+    redis_url: str
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def client(self, timeout_s: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout_s)
+
+    def add_worker(self, name: str, concurrency: int = 1, **settings: Any) -> Process:
+        env = {**self.env, **{f"CATDOG_{k.upper()}": str(v) for k, v in settings.items()}}
+        proc = start_worker(name, env, self.log_dir, concurrency)
+        self.processes.append(proc)
+        wait_for_worker(self.redis_url, name, concurrency, proc)
+        return proc
+
+    def worker_logs(self) -> str:
+        return "".join(
+            p.log() for p in self.processes if not p.name.startswith(("redis", "gateway"))
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+
+
+def start_stack(log_dir: Path, model_uri: str, workers: int, **settings: Any) -> Stack:
+    """Redis, then the gateway, then `workers` single-node workers (concurrency 2 each)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    redis_proc, redis_url = start_redis(log_dir)
+    env = service_env(redis_url, model_uri, **settings)
+    stack = Stack("", redis_url, env, log_dir, [redis_proc])
+    try:
+        gateway, stack.url = start_gateway(env, log_dir)
+        stack.processes.append(gateway)
+        for n in range(workers):
+            stack.add_worker(f"w{n + 1}", concurrency=2)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def wait_for_job(
+    client: httpx.Client, job_id: str, timeout_s: float = 60, statuses: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Poll until the job ends (or reaches one of `statuses`); return its last state."""
+    final = statuses or ("succeeded", "failed", "cancelled")
+
+    def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/jobs/{job_id}", params={"limit": 1}).json()
+        return body if body["status"] in final else None
+
+    result: dict[str, Any] = wait_until(ended, timeout_s, f"job {job_id}", every_s=0.2)
+    return result
+
+
+def all_items(client: httpx.Client, job_id: str, page: int = 50) -> list[dict[str, Any]]:
+    """Every item of a job, following next_offset."""
+    items: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        body = client.get(f"/jobs/{job_id}", params={"offset": offset, "limit": page}).json()
+        items += body["results"]["items"]
+        offset = body["results"]["next_offset"]
+    return items

@@ -1,0 +1,61 @@
+"""The worker's Celery app: `celery -A worker.celery_app:app worker -Q realtime,bulk`.
+
+CPU: the prefork pool, one model per child, torch threads = cores / children, children
+recycled past `worker_max_memory_per_child_kb`. GPU: one `-P solo` worker per GPU
+(`CUDA_VISIBLE_DEVICES=N`), so CUDA is only ever initialised in the process that uses it.
+Both kinds can consume the same queues.
+
+Importing this module opens no connection and does not import torch (the health check and
+the reload command import it); the model loads in `worker_process_init`.
+"""
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from common.logging_setup import configure_logging
+from common.messaging import make_celery
+from common.settings import get_settings
+from worker import runtime
+
+app = make_celery(get_settings(), "catdog-worker", include=["worker.tasks"])
+
+log = logging.getLogger(__name__)
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own handlers.
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.celeryd_after_setup.connect
+def _remember_identity(sender: str, instance: Any, **_: Any) -> None:
+    # Runs in the main process after -Q is applied and before the pool forks.
+    pool = instance.pool_cls
+    pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
+    runtime.set_identity(
+        runtime.Identity(
+            hostname=sender,
+            queues=sorted(instance.app.amqp.queues.consume_from),
+            concurrency=int(instance.concurrency or 1),
+            pool="solo" if "solo" in pool_name else "prefork",
+        )
+    )
+
+
+@signals.worker_process_init.connect
+def _load_model(sender: str | None = None, **_: Any) -> None:
+    runtime.start_model_host(get_settings(), hostname=sender)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_model(**_: Any) -> None:
+    runtime.stop_model_host()
+
+
+@signals.worker_shutdown.connect
+def _forget_solo_model(**_: Any) -> None:
+    runtime.stop_model_host()

@@ -1,0 +1,63 @@
+"""The inference engine: one loaded model on one device, batched forward passes.
+
+The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
+the caller), `common.preprocessing.preprocess_batch`, the model, a softmax.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from common.model_loading import LoadedModel
+from common.preprocessing import preprocess_batch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class InferenceEngine:
+    def __init__(self, loaded: LoadedModel, device: str, batch_size: int) -> None:
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.classes = loaded.config.classes
+        loaded.model.to(self.device).eval()
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """One prediction per image, in order, computed `batch_size` images at a time."""
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = preprocess_batch(images[start : start + self.batch_size], self.loaded.config)
+            logits = self.loaded.model(batch.to(self.device))  # (B, C)
+            probabilities = torch.softmax(logits.float(), dim=1).cpu().tolist()  # (B, C)
+            predictions += [self._prediction(row) for row in probabilities]
+        return predictions
+
+    def _prediction(self, row: list[float]) -> Prediction:
+        best = max(range(len(row)), key=row.__getitem__)
+        return Prediction(
+            label=self.classes[best],
+            probability=row[best],
+            probabilities=dict(zip(self.classes, row, strict=True)),
+        )
+
+    def warm_up(self) -> None:
+        """One full batch through the model, so the first real request pays no set-up cost."""
+        size = self.loaded.config.image_size
+        blank = Image.new("RGB", (size, size), (127, 127, 127))
+        self.predict([blank] * min(self.batch_size, 4))

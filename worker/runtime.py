@@ -1,0 +1,258 @@
+"""Per-process serving state: which queues this worker consumes, and the model it holds.
+
+Model load timing. Each model-owning process (a prefork child, or the one solo process per
+GPU) loads the model in `worker_process_init` and warms it up before returning. A prefork
+child only receives tasks once it has reported "up", which happens after that handler, so no
+task ever waits on a cold model; Celery's 4 s start-up limit is raised to
+`settings.model_load_timeout_s` (`worker_proc_alive_timeout`) to leave room for a registry
+download. The parent never touches torch, so no CUDA state is forked.
+
+A heartbeat thread writes this process's state (queues, loading/ready/failed, model name and
+version, device) to Redis every `heartbeat_interval_s`; the gateway's readiness reads it. The
+same thread watches the reload generation (`python -m worker.reload`) and reloads in a
+background thread: the new model is swapped in only once loaded and warm, so a failed load
+keeps the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import redis
+
+from common.errors import ModelNotAvailableError
+from common.imaging import ImageLimits
+from common.jobstore import Heartbeat, JobStore
+from common.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.engine import InferenceEngine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Identity:
+    """What the worker's main process knows before it forks: set by `celeryd_after_setup`."""
+
+    hostname: str = "celery@unknown"
+    queues: list[str] = field(default_factory=list)
+    concurrency: int = 1
+    pool: str = "prefork"
+
+
+_identity = Identity()
+_host: ModelHost | None = None
+
+
+def set_identity(identity: Identity) -> None:
+    global _identity
+    _identity = identity
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        min_side=settings.min_image_side,
+    )
+
+
+def available_cores() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def cpu_threads(concurrency: int) -> int:
+    """Cores per model-owning process, so N processes together use every core once."""
+    return max(1, available_cores() // max(1, concurrency))
+
+
+def select_device(settings: Settings, identity: Identity) -> str:
+    import torch
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if identity.pool != "solo" and identity.concurrency > 1:
+            log.warning(
+                "several processes share one GPU; run one solo worker per GPU (-P solo)",
+                extra={"concurrency": identity.concurrency},
+            )
+    else:
+        torch.set_num_threads(cpu_threads(identity.concurrency))
+    return device
+
+
+class ModelHost:
+    """The model of one process, its heartbeat and its reloads."""
+
+    def __init__(self, settings: Settings, identity: Identity, store: JobStore) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.store = store
+        self.worker_id = f"{identity.hostname}:{os.getpid()}"
+        self.device = "cpu"
+        self.state = "loading"
+        self.error: str | None = None
+        self.generation = 0
+        self._engine: InferenceEngine | None = None
+        self._stopped = threading.Event()
+        self._reloading = threading.Lock()
+        self._last_attempt = 0.0
+
+    # lifecycle
+    def start(self) -> None:
+        """Load and warm the model (blocking), with the heartbeat already running."""
+        self.device = select_device(self.settings, self.identity)
+        self.generation = self._safe(self.store.model_generation, 0)
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        with self._reloading:
+            self._load()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._safe(lambda: self.store.forget_worker(self.worker_id), None)
+
+    # the model
+    def engine(self) -> InferenceEngine:
+        engine = self._engine
+        if engine is None:
+            # A process whose first load failed tries again, at most every 10 s.
+            if time.monotonic() - self._last_attempt > 10 and self._reloading.acquire(False):
+                try:
+                    self._load()
+                finally:
+                    self._reloading.release()
+            engine = self._engine
+        if engine is None:
+            raise ModelNotAvailableError(f"no model loaded in this worker: {self.error}")
+        return engine
+
+    def _load(self, generation: int | None = None) -> bool:
+        from common.model_loading import load_model
+        from worker.engine import InferenceEngine
+
+        self._last_attempt = time.monotonic()
+        started = time.perf_counter()
+        try:
+            loaded = load_model(
+                self.settings.model_uri, self.settings.mlflow_tracking_uri, self.device
+            )
+            engine = InferenceEngine(loaded, self.device, self.settings.batch_size)
+            engine.warm_up()
+        except Exception as exc:
+            self.error = str(exc)
+            self.state = "ready" if self._engine is not None else "failed"
+            if generation is not None:
+                self.generation = generation
+            log.exception(
+                "model load failed; keeping the current model"
+                if self._engine
+                else "model load failed",
+                extra={"model_uri": self.settings.model_uri},
+            )
+            self._beat()
+            return False
+        self._engine = engine
+        self.state = "ready"
+        self.error = None
+        if generation is not None:
+            self.generation = generation
+        log.info(
+            "model ready",
+            extra={
+                "model_name": engine.name,
+                "model_version": engine.version,
+                "device": self.device,
+                "load_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        self._beat()
+        return True
+
+    # heartbeat and reloads
+    def heartbeat(self) -> Heartbeat:
+        engine = self._engine
+        return Heartbeat(
+            worker_id=self.worker_id,
+            hostname=self.identity.hostname,
+            pid=os.getpid(),
+            queues=list(self.identity.queues),
+            state=self.state,
+            device=self.device,
+            model_name=engine.name if engine else None,
+            model_version=engine.version if engine else None,
+            generation=self.generation,
+            error=self.error,
+        )
+
+    def _beat(self) -> None:
+        self._safe(
+            lambda: self.store.beat(self.heartbeat(), 3 * self.settings.heartbeat_interval_s),
+            None,
+        )
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._beat()
+            requested = self._safe(self.store.model_generation, self.generation)
+            if requested != self.generation and self._reloading.acquire(False):
+                threading.Thread(
+                    target=self._reload, args=(requested,), name="reload", daemon=True
+                ).start()
+            self._stopped.wait(self.settings.heartbeat_interval_s)
+
+    def _reload(self, generation: int) -> None:
+        # The heartbeat reports the new generation only once the load has ended either way.
+        try:
+            log.info("reload requested", extra={"generation": generation})
+            self._load(generation)
+        finally:
+            self._reloading.release()
+
+    def _safe(self, call: Callable[[], T], default: T) -> T:
+        try:
+            return call()
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable for the heartbeat", extra={"error": str(exc)})
+            return default
+
+
+def start_model_host(settings: Settings, hostname: str | None = None) -> ModelHost:
+    global _host
+    identity = _identity
+    if hostname:
+        identity = Identity(hostname, identity.queues, identity.concurrency, identity.pool)
+    _host = ModelHost(settings, identity, JobStore.from_url(settings.redis_url))
+    _host.start()
+    return _host
+
+
+def stop_model_host() -> None:
+    if _host is not None:
+        _host.stop()
+
+
+def model_host() -> ModelHost:
+    if _host is None:
+        raise ModelNotAvailableError("this process has no model host (worker not initialised)")
+    return _host

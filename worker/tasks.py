@@ -1,0 +1,119 @@
+"""Thin tasks: they take ids and keys (JSON), set the request id for their log lines and call
+plain functions in `worker.inference` and `worker.callbacks`."""
+
+import logging
+from functools import cache
+
+import redis
+from celery import Task
+
+from common.errors import ModelNotAvailableError
+from common.jobstore import ItemResult, JobStore
+from common.logging_setup import request_id_var
+from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK
+from common.settings import get_settings
+from worker import callbacks, inference, runtime
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+# A chunk whose model cannot load waits this often before its items fail.
+MODEL_RETRIES = 5
+
+
+@cache
+def _store() -> JobStore:
+    return JobStore.from_url(get_settings().redis_url)
+
+
+@app.task(name=PREDICT_TASK, ignore_result=True)
+def predict(prediction_id: str, request_id: str | None = None) -> None:
+    token = request_id_var.set(request_id)
+    try:
+        inference.serve_prediction(
+            _store(),
+            lambda: runtime.model_host().engine(),
+            prediction_id,
+            runtime.image_limits(get_settings()),
+        )
+    finally:
+        request_id_var.reset(token)
+
+
+@app.task(
+    name=CHUNK_TASK,
+    bind=True,
+    ignore_result=True,
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=True,
+    max_retries=10,
+)
+def run_chunk(
+    self: Task, job_id: str, chunk: int, indices: list[int], request_id: str | None = None
+) -> None:
+    token = request_id_var.set(request_id)
+    settings = get_settings()
+    try:
+        try:
+            engine = runtime.model_host().engine()
+        except ModelNotAvailableError as exc:
+            if self.request.retries < MODEL_RETRIES:
+                raise self.retry(countdown=5, exc=exc) from exc
+            _fail_items(job_id, indices, exc)
+            return
+        outcome = inference.run_chunk(
+            _store(),
+            engine,
+            job_id,
+            chunk,
+            indices,
+            batch_size=settings.batch_size,
+            max_deliveries=settings.max_deliveries,
+            limits=runtime.image_limits(settings),
+        )
+        if outcome.finished:
+            _after_job_end(job_id)
+    finally:
+        request_id_var.reset(token)
+
+
+def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) -> None:
+    store = _store()
+    pending = store.unfinished(job_id, indices)
+    failures = [ItemResult.failure(i, exc.reason, exc.message) for i in pending]
+    if store.complete(job_id, failures).finished:
+        _after_job_end(job_id)
+
+
+def _after_job_end(job_id: str) -> None:
+    record = _store().job(job_id)
+    if record is None:
+        return
+    log.info("job finished", extra={**record.summary()})
+    if record.callback_url:
+        send_callback.apply_async(args=[job_id])
+
+
+@app.task(name=CALLBACK_TASK, bind=True, ignore_result=True, max_retries=None)
+def send_callback(self: Task, job_id: str) -> None:
+    settings = get_settings()
+    store = _store()
+    record = store.job(job_id)
+    if record is None or not record.callback_url or record.callback_status == "delivered":
+        return
+    body = callbacks.callback_body(record.summary())
+    attempt = self.request.retries + 1
+    try:
+        callbacks.post_callback(
+            record.callback_url, body, settings.callback_secret.get_secret_value(), job_id
+        )
+    except callbacks.CallbackError as exc:
+        if attempt >= settings.callback_max_attempts:
+            store.set_callback_status(job_id, "failed")
+            log.error("callback given up", extra={"job_id": job_id, "attempts": attempt})
+            return
+        store.set_callback_status(job_id, "retrying")
+        log.warning("callback failed; will retry", extra={"job_id": job_id, "error": str(exc)})
+        raise self.retry(countdown=callbacks.backoff_s(self.request.retries), exc=exc) from exc
+    store.set_callback_status(job_id, "delivered")
+    log.info("callback delivered", extra={"job_id": job_id, "attempts": attempt})
