@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Post-deployment evaluation gate on the VM: deploy/evaluate.sh SHA
+#
+# Runs `python -m client evaluate-deployment --url http://gateway:8000 --data /eval-data
+# --min-accuracy $EVAL_MIN_ACCURACY` in a one-off container of the release's worker image
+# (compose service `evaluate`, profile `tools`): the labelled photos in EVAL_DATA_DIR go
+# through the live API as a job, the report is logged to MLflow, and the exit status is
+# non-zero below the threshold, which fails the pipeline and triggers the rollback.
+set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+sha="${1:-}"
+valid_sha "$sha" || die "usage: evaluate.sh SHA"
+[ "$(read_state current)" = "$sha" ] || die "release $sha is not the one running"
+
+data_dir="$(sed -n 's/^EVAL_DATA_DIR=//p' "$ENV_FILE" | tail -n 1)"
+data_dir="${data_dir:-$DEPLOY_ROOT/eval-data}"
+# An empty or missing folder would make compose create it and the gate measure nothing.
+[ -n "$(find "$data_dir" -mindepth 2 -type f -print -quit 2>/dev/null)" ] ||
+  die "no labelled photos under $data_dir (expected cat/ and dog/ sub-folders)"
+
+log "evaluating release $sha on $data_dir"
+compose "$sha" --profile tools run --rm --no-deps evaluate
+log "evaluation passed"
