@@ -1,0 +1,431 @@
+"""docker-compose.yml, the Dockerfiles, .env.example, the proxy and the deploy scripts agree
+with the code: every command names a module (and attribute) that exists, every CATDOG_
+variable is a real setting with the same default, every health-check and smoke-test path is
+a real gateway route, and each image holds every first-party package its entry points import.
+
+Nothing here needs Docker: the files are parsed and the code is inspected (AST) or imported.
+"""
+
+import ast
+import importlib.util
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import TypeAdapter
+from starlette.routing import BaseRoute, Match
+
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILES = {"gateway": ROOT / "Dockerfile.gateway", "worker": ROOT / "Dockerfile.worker"}
+CI_CONFIG = ROOT / ".circleci" / "config.yml"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+SMOKE_SCRIPT = ROOT / "deploy" / "smoke-test.sh"
+DEPLOY_LIB = ROOT / "deploy" / "lib.sh"
+
+# Compose's own variables, read by compose rather than interpolated into the file.
+COMPOSE_BUILTIN_VARIABLES = {"COMPOSE_PROFILES"}
+# Variables whose compose default differs from the Settings default on purpose.
+DELIBERATE_DEFAULTS = {"CATDOG_ENVIRONMENT": "prod"}  # the stack is production; code says dev
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$${...}` is escaped.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+# --- reading the files -----------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+def env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if match:
+            values[match[1]] = match[2]
+    return values
+
+
+def interpolations() -> list[tuple[str, str, str]]:
+    """(variable, operator, argument) for every ${...} in docker-compose.yml."""
+    return [
+        (m[1], m[2] or "", m[3] or "") for m in INTERPOLATION.finditer(COMPOSE_FILE.read_text())
+    ]
+
+
+def compose_defaults() -> dict[str, str]:
+    defaults: dict[str, str] = {}
+    for name, op, arg in interpolations():
+        if op in ("-", ":-"):
+            assert defaults.setdefault(name, arg) == arg, f"{name} has two different defaults"
+    return defaults
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's interpolation, enough for this file: values from `env`, then defaults."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match[1], match[2] or "", match[3] or ""
+        if env.get(name):
+            return env[name]
+        if op in ("-", ":-"):
+            return arg
+        raise AssertionError(f"${{{name}}} has no value in .env.example and no default")
+
+    return INTERPOLATION.sub(substitute, value).replace("$$", "$")
+
+
+def argv_of(value: str | list[Any]) -> list[str]:
+    """A command as words; the script of `sh -c`, CMD-SHELL and CMD unwrapped."""
+    words = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+    if words and words[0] == "CMD":
+        words = words[1:]
+    if words and words[0] == "CMD-SHELL":
+        words = shlex.split(words[1])
+    if len(words) >= 3 and words[0] in ("sh", "/bin/sh", "bash") and words[1] == "-c":
+        words = shlex.split(words[2])
+    return words
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def dockerfile_argvs(path: Path) -> Iterator[tuple[str, list[str]]]:
+    for instruction, rest in dockerfile_instructions(path):
+        if instruction == "CMD":
+            yield "CMD", argv_of(yaml.safe_load(rest))
+        elif instruction == "HEALTHCHECK":
+            yield "HEALTHCHECK", argv_of(yaml.safe_load(rest.split(" CMD ", 1)[1]))
+
+
+def all_argvs() -> list[tuple[str, list[str]]]:
+    """(where, argv) for every command, entrypoint and health check we ship."""
+    found: list[tuple[str, list[str]]] = []
+    for name, service in services().items():
+        for key in ("entrypoint", "command"):
+            if key in service:
+                found.append((f"compose {name}.{key}", argv_of(service[key])))
+        test = service.get("healthcheck", {}).get("test")
+        if test:
+            found.append((f"compose {name}.healthcheck", argv_of(test)))
+    for image, path in DOCKERFILES.items():
+        found += [(f"Dockerfile.{image} {what}", argv) for what, argv in dockerfile_argvs(path)]
+    ci = yaml.safe_load(CI_CONFIG.read_text())
+    for job_name, job in ci["jobs"].items():
+        for step in job["steps"]:
+            if isinstance(step, dict) and isinstance(step.get("run"), dict):
+                for line in step["run"]["command"].splitlines():
+                    if re.search(r"python\S* -m |celery |uvicorn ", line):
+                        found.append((f"CI {job_name}", shlex.split(line, comments=True)))
+    return found
+
+
+# --- what the commands name ---------------------------------------------------------------
+
+
+def entry_points(argv: list[str]) -> Iterator[tuple[str, str, list[str]]]:
+    """(kind, target, arguments after it): `module:attr` for uvicorn and celery -A, `module`
+    for python -m."""
+    for i, word in enumerate(argv):
+        rest = argv[i + 1 :]
+        if word == "uvicorn" and rest:
+            yield "app", rest[0], rest[1:]
+        elif word == "celery" and len(rest) >= 2 and rest[0] in ("-A", "--app"):
+            yield "app", rest[1], rest[2:]
+        elif (
+            re.fullmatch(r"(.*/)?python3?(\.\d+)?", word)
+            and rest[:1] == ["-m"]
+            and len(rest) > 1
+            and rest[1] not in ("celery", "uvicorn", "pytest", "pip")
+        ):
+            yield "module", rest[1], rest[2:]
+
+
+ENTRY_POINTS = sorted(
+    {
+        (where, kind, target, tuple(args))
+        for where, argv in all_argvs()
+        for kind, target, args in entry_points(argv)
+    }
+)
+
+
+def top_level_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def module_sources(module: str) -> list[Path]:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"module {module} does not exist"
+    if spec.submodule_search_locations:
+        return sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.py"))
+    return [Path(spec.origin)]
+
+
+def test_entry_points_were_found() -> None:
+    targets = {target for _, _, target, _ in ENTRY_POINTS}
+    assert {"gateway.main:app", "worker.celery_app:app", "worker.healthcheck", "client"} <= targets
+
+
+@pytest.mark.parametrize(
+    ("where", "kind", "target", "args"), ENTRY_POINTS, ids=[f"{e[0]}: {e[2]}" for e in ENTRY_POINTS]
+)
+def test_every_command_names_code_that_exists(
+    where: str, kind: str, target: str, args: tuple[str, ...]
+) -> None:
+    if kind == "app":
+        module, _, attr = target.partition(":")
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin, f"{where}: module {module} does not exist"
+        assert attr in top_level_names(Path(spec.origin)), f"{where}: {module} defines no {attr}"
+        return
+    spec = importlib.util.find_spec(target)
+    assert spec is not None, f"{where}: python -m {target}: no such module"
+    if spec.submodule_search_locations:
+        assert importlib.util.find_spec(f"{target}.__main__"), f"{where}: {target} has no __main__"
+    # Sub-commands and options the command passes must be spelled somewhere in its source
+    # (argparse declares them as strings), so a renamed flag breaks this test, not a deploy.
+    source = "\n".join(p.read_text() for p in module_sources(target))
+    words = [
+        a.split("=")[0]
+        for a in args
+        if (a.startswith("--") or re.fullmatch(r"[a-z][a-z-]+", a)) and a != "--help"
+    ]
+    missing = [w for w in words if w not in source]
+    assert not missing, f"{where}: python -m {target} does not know {missing}"
+
+
+# --- CATDOG_ variables ----------------------------------------------------------------------
+
+
+def catdog_variables() -> set[str]:
+    text = COMPOSE_FILE.read_text() + ENV_EXAMPLE.read_text()
+    return set(re.findall(r"\b(CATDOG_[A-Z0-9_]+)", text))
+
+
+def field_name(variable: str) -> str:
+    return variable.removeprefix("CATDOG_").lower()
+
+
+def test_every_catdog_variable_is_a_setting() -> None:
+    variables = catdog_variables()
+    assert "CATDOG_REDIS_URL" in variables and "CATDOG_MODEL_URI" in variables
+    unknown = sorted(v for v in variables if field_name(v) not in Settings.model_fields)
+    assert not unknown, f"not fields of common.settings.Settings: {unknown}"
+
+
+def test_compose_defaults_equal_the_settings_defaults() -> None:
+    for variable, default in compose_defaults().items():
+        if not variable.startswith("CATDOG_") or variable in DELIBERATE_DEFAULTS:
+            continue
+        field = Settings.model_fields[field_name(variable)]
+        parsed = TypeAdapter(field.annotation).validate_strings(default)
+        assert parsed == field.default, (
+            f"{variable}: compose says {default!r}, code {field.default!r}"
+        )
+    for variable, value in DELIBERATE_DEFAULTS.items():
+        assert compose_defaults()[variable] == value
+
+
+def test_env_example_lists_every_variable_with_the_compose_defaults() -> None:
+    example = env_example()
+    used = {name for name, _, _ in interpolations()}
+    assert sorted(used - example.keys()) == [], "variables missing from .env.example"
+    unused = example.keys() - used - COMPOSE_BUILTIN_VARIABLES
+    assert sorted(unused) == [], "variables in .env.example that compose never reads"
+    for variable, default in compose_defaults().items():
+        assert example[variable] == default, f".env.example shows {variable}={example[variable]}"
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker", "worker-gpu", "flower", "evaluate"])
+def test_settings_build_from_each_service_environment(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = interpolate(services()[service]["environment"], env_example())
+    for name in [n for n in os.environ if n.startswith("CATDOG_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    # Production settings validate (no development secrets), and every URL points at a
+    # service of this compose file.
+    assert settings.environment == "prod"
+    for url in (settings.redis_url, settings.mlflow_tracking_uri):
+        parts = urlsplit(url)
+        assert parts.hostname in services(), f"{service}: {url} names no service"
+    assert urlsplit(settings.redis_url).password == env_example()["REDIS_PASSWORD"]
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+def gateway_routes() -> list[BaseRoute]:
+    """The routes of the app uvicorn serves, built by the factory (no connection opens)."""
+    from gateway.app import create_app
+
+    app = create_app(Settings(_env_file=None), configure_logs=False)  # type: ignore[call-arg]
+    return list(app.router.routes)
+
+
+def urls_in(argv: list[str]) -> list[str]:
+    return [m for word in argv for m in re.findall(r"https?://[^\s'\"]+", word)]
+
+
+def gateway_requests() -> list[tuple[str, str, str]]:
+    """(where, method, path) of every request our configuration makes to the gateway."""
+    found: list[tuple[str, str, str]] = []
+    for name, service in services().items():
+        test = service.get("healthcheck", {}).get("test")
+        image = str(service.get("image", ""))
+        # The gateway's own check, and the proxy's (it forwards `/` to the gateway).
+        if test and ("catdog-gateway" in image or name == "proxy"):
+            found += [(f"compose {name}", "GET", urlsplit(u).path) for u in urls_in(argv_of(test))]
+    for _, argv in dockerfile_argvs(DOCKERFILES["gateway"]):
+        found += [("Dockerfile.gateway", "GET", urlsplit(u).path) for u in urls_in(argv)]
+    for method, path in re.findall(
+        r"request (GET|POST|DELETE) \"?(/[^\s\"]*)", SMOKE_SCRIPT.read_text()
+    ):
+        found.append(("smoke-test.sh", method, re.sub(r"\$\w+", "x", path)))
+    for path in re.findall(r"/(readyz|livez)\b", DEPLOY_LIB.read_text()):
+        found.append(("deploy/lib.sh", "GET", f"/{path}"))
+    return sorted(set(found))
+
+
+def test_gateway_requests_were_found() -> None:
+    paths = {(method, path) for _, method, path in gateway_requests()}
+    assert {("GET", "/livez"), ("GET", "/readyz"), ("POST", "/predict"), ("POST", "/jobs")} <= paths
+
+
+@pytest.mark.parametrize(
+    ("where", "method", "path"),
+    gateway_requests(),
+    ids=[f"{w} {m} {p}" for w, m, p in gateway_requests()],
+)
+def test_every_checked_path_is_a_gateway_route(where: str, method: str, path: str) -> None:
+    # Route.matches is Starlette's own dispatch test: FULL means path and method match.
+    scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+    verdicts = [route.matches(scope)[0] for route in gateway_routes()]
+    assert Match.FULL in verdicts, f"{where}: {method} {path} is not a route of the gateway"
+
+
+# --- images hold what their entry points import -------------------------------------------------
+
+FIRST_PARTY = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file())
+
+
+def first_party_imports(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found & set(FIRST_PARTY)
+
+
+def closure(packages: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = set(packages)
+    while todo:
+        package = todo.pop()
+        seen.add(package)
+        todo |= first_party_imports(package) - seen
+    return seen
+
+
+def copied_packages(dockerfile: Path) -> set[str]:
+    return {
+        rest.split()[0].rstrip("/")
+        for instruction, rest in dockerfile_instructions(dockerfile)
+        if instruction == "COPY" and not rest.startswith("--from") and rest.split()[0].endswith("/")
+    }
+
+
+def entry_packages(image: str) -> set[str]:
+    """Top-level packages that the commands run in `image` start from."""
+    argvs = [argv for where, argv in all_argvs() if where.startswith(f"Dockerfile.{image} ")]
+    for service in services().values():
+        if f"catdog-{image}:" in str(service.get("image", "")):
+            argvs += [argv_of(service[k]) for k in ("command", "entrypoint") if k in service]
+            if service.get("healthcheck", {}).get("test"):
+                argvs.append(argv_of(service["healthcheck"]["test"]))
+    return {t.split(":")[0].split(".")[0] for argv in argvs for _, t, _ in entry_points(argv)}
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_each_image_holds_every_package_its_entry_points_import(image: str) -> None:
+    dockerfile = DOCKERFILES[image]
+    copied = copied_packages(dockerfile)
+    entries = entry_packages(image)
+    assert entries, f"no entry point runs in the {image} image"
+    missing_entries = entries - set(FIRST_PARTY)
+    assert not missing_entries, f"entry points of missing packages: {missing_entries}"
+    needed = closure(entries)
+    assert needed <= copied, f"{dockerfile.name} lacks {sorted(needed - copied)}"
+    allowed = set(re.findall(r"^!(\w+)/$", (ROOT / ".dockerignore").read_text(), re.M))
+    assert copied <= allowed, f".dockerignore keeps out {sorted(copied - allowed)}"
+
+
+def test_gateway_image_copies_no_worker_or_training_code() -> None:
+    # The gateway image has no torch; code that needs it must not be in it either.
+    assert copied_packages(DOCKERFILES["gateway"]) == {"common", "gateway"}
+
+
+# --- the proxy -------------------------------------------------------------------------------
+
+
+def test_proxy_accepts_the_largest_job_the_gateway_accepts() -> None:
+    match = re.search(r"client_max_body_size\s+(\d+)([kmg]?);", NGINX_CONF.read_text())
+    assert match, "deploy/nginx.conf sets no client_max_body_size"
+    limit = int(match[1]) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match[2]]
+    assert limit >= Settings.model_fields["max_job_bytes"].default
+
+
+def test_proxy_upstreams_are_compose_services_on_their_ports() -> None:
+    for host, port in re.findall(r"http://([a-z-]+):(\d+)", NGINX_CONF.read_text()):
+        service = services()[host]
+        declared = " ".join(str(x) for x in service.get("expose", []) + service.get("ports", []))
+        assert port in declared or f"--port={port}" in str(service.get("command")), (host, port)
