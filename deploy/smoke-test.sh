@@ -35,14 +35,23 @@ request() {
     "$base$path" 2>"$tmp/curl.err")" || status="000"
 }
 
-# field EXPR: a value from the JSON body, e.g. `field label` or `field results.items.0.label`.
-field() {
-  python3 - "$tmp/body" "$1" <<'EOF'
+# fields KEY...: values from the JSON body, one per line, "(missing)" for a key it lacks
+# (or for every key when the body is not JSON). Keys are dotted: results.items.0.label.
+fields() {
+  python3 - "$tmp/body" "$@" <<'EOF'
 import json, sys
-value = json.load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[int(key)] if isinstance(value, list) else value[key]
-print(value)
+try:
+    body = json.load(open(sys.argv[1]))
+except ValueError:
+    body = None
+for path in sys.argv[2:]:
+    value = body
+    try:
+        for key in path.split("."):
+            value = value[int(key)] if isinstance(value, list) else value[key]
+    except (KeyError, IndexError, TypeError, ValueError):
+        value = "(missing)"
+    print(value)
 EOF
 }
 
@@ -65,15 +74,15 @@ check_ready() {
 }
 
 check_predict() {
-  local photo="$1" expected="$2" label
+  local photo="$1" expected="$2" label probability
   request POST /predict -F "file=@$photos/$photo;type=image/jpeg"
   if [ "$status" != 200 ]; then
     fail "POST /predict $photo: status $status, expected 200: $(body_excerpt)"
     return
   fi
-  label="$(field label 2>/dev/null)" || label="(no label in the answer)"
+  { read -r label && read -r probability; } < <(fields label probability)
   if [ "$label" = "$expected" ]; then
-    pass "POST /predict $photo -> $label ($(field probability))"
+    pass "POST /predict $photo -> $label ($probability)"
   else
     fail "POST /predict $photo -> $label, expected $expected: $(body_excerpt)"
   fi
@@ -89,45 +98,36 @@ check_corrupt() {
 }
 
 check_job() {
-  local job_id job_status deadline=$((SECONDS + job_timeout))
+  local job_id job_status n_done n_failed first second deadline=$((SECONDS + job_timeout))
   request POST /jobs -F "files=@$photos/cat.jpg;type=image/jpeg" \
     -F "files=@$photos/dog.jpg;type=image/jpeg"
   if [ "$status" != 202 ]; then
     fail "POST /jobs: status $status, expected 202: $(body_excerpt)"
     return
   fi
-  job_id="$(field job_id)" || {
+  read -r job_id < <(fields job_id)
+  if [ "$job_id" = "(missing)" ]; then
     fail "POST /jobs: no job_id in the answer: $(body_excerpt)"
     return
-  }
+  fi
   while :; do
     request GET "/jobs/$job_id"
-    [ "$status" = 200 ] || {
+    if [ "$status" != 200 ]; then
       fail "GET /jobs/$job_id: status $status: $(body_excerpt)"
       return
-    }
-    job_status="$(field status)" || {
-      fail "GET /jobs/$job_id: no status in the answer: $(body_excerpt)"
-      return
-    }
-    case "$job_status" in succeeded | failed | cancelled) break ;; esac
+    fi
+    { read -r job_status && read -r n_done && read -r n_failed && read -r first &&
+      read -r second; } < <(fields status "done" failed results.items.0.label results.items.1.label)
+    case "$job_status" in succeeded | failed | cancelled | "(missing)") break ;; esac
     if ((SECONDS >= deadline)); then
       fail "job $job_id still $job_status after ${job_timeout}s"
       return
     fi
     sleep 1
   done
-  local n_done n_failed
-  n_done="$(field "done")" || n_done="(missing)"
-  n_failed="$(field "failed")" || n_failed="(missing)"
   if [ "$job_status" != succeeded ] || [ "$n_done" != 2 ] || [ "$n_failed" != 0 ]; then
     fail "job $job_id ended $job_status with done=$n_done failed=$n_failed, expected succeeded 2/0"
-    return
-  fi
-  local first second
-  first="$(field results.items.0.label)" || first="(missing)"
-  second="$(field results.items.1.label)" || second="(missing)"
-  if [ "$first" = cat ] && [ "$second" = dog ]; then
+  elif [ "$first" = cat ] && [ "$second" = dog ]; then
     pass "job $job_id succeeded: cat.jpg -> cat, dog.jpg -> dog"
   else
     fail "job $job_id labels: cat.jpg -> $first, dog.jpg -> $second"
