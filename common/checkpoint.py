@@ -22,7 +22,7 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -156,7 +156,17 @@ def _make_schedule(
     raise ValueError(f"unknown schedule {cfg.schedule!r}; expected cosine or constant")
 
 
-@torch.no_grad()
+def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # channels_last makes the depthwise convolutions ~1.5x faster on CPU and is what
+    # tensor cores want on CUDA; the model is converted once in `prepare_model`.
+    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    return model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+@torch.inference_mode()
 def extract_features(
     model: nn.Module, loader: DataLoader[Any], device: torch.device, desc: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +175,7 @@ def extract_features(
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, unit="batch", leave=False):
         with _autocast(device):
-            feats.append(model.features(images.to(device, non_blocking=True)).float().cpu())  # type: ignore[operator]
+            feats.append(model.features(_to_device(images, device)).float().cpu())  # type: ignore[operator]
         labels.append(targets)
     return torch.cat(feats), torch.cat(labels)
 
@@ -241,7 +251,8 @@ def _run_batches(
 ) -> dict[str, float]:
     loss_sum, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device)
+        inputs = _to_device(inputs, device) if inputs.dim() == 4 else inputs.to(device)
+        targets = targets.to(device)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device):
             logits = module(inputs)
@@ -302,7 +313,7 @@ def _evaluate(
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
+        images, targets = _to_device(images, device), targets.to(device)
         with _autocast(device):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()

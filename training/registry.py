@@ -8,6 +8,8 @@ The tracking store defaults to a local SQLite file (CATDOG_MLFLOW_TRACKING_URI c
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -114,14 +116,19 @@ def register_and_promote(
     move the alias only when its test F1 beats the champion's by more than the margin."""
     client = _connect()
     name, alias = params.register_.model_name, params.register_.alias
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_MODEL_CODE),
-        artifacts={CHECKPOINT_ARTIFACT.removesuffix(".pt"): str(checkpoint)},
-        code_paths=[str(Path(__file__).resolve().parents[1] / "common")],
-        signature=mlflow.models.infer_signature(example, output),
-        pip_requirements=["torch==2.14.1", "torchvision==0.29.1", "pillow", "numpy"],
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        # The artifact keeps its file name; workers look for exactly CHECKPOINT_ARTIFACT.
+        staged = Path(staging) / CHECKPOINT_ARTIFACT
+        shutil.copy(checkpoint, staged)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_CODE),
+            artifacts={"checkpoint": str(staged)},
+            code_paths=[str(Path(__file__).resolve().parents[1] / "common")],
+            signature=mlflow.models.infer_signature(example, output),
+            input_example=example,
+            pip_requirements=["torch==2.14.1", "torchvision==0.29.1", "pillow", "numpy"],
+        )
     version = mlflow.register_model(info.model_uri, name).version
     decision = _decide(
         client, name, alias, str(version), test_f1, params.register_.min_f1_improvement

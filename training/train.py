@@ -19,7 +19,7 @@ from common.model import ModelConfig, build_model
 from training import registry
 from training.backbones import load_pretrained_backbone
 from training.dataset import read_split
-from training.fitting import History, fit_end_to_end, fit_head_on_features
+from training.fitting import History, fit_end_to_end, fit_head_on_features, prepare_model
 from training.lineage import data_lineage, git_commit
 from training.params import Params, load_params
 from training.runtime import pick_device, seed_everything, use_all_cores
@@ -50,7 +50,7 @@ def train(params: Params, device: torch.device) -> tuple[torch.nn.Module, ModelC
     from_scratch = config.arch == "simple_cnn" or not params.model.pretrained
     if not from_scratch:
         load_pretrained_backbone(model, config)
-    model.to(device)
+    model = prepare_model(model, device)
     train_samples, val_samples = read_split("train"), read_split("val")
     log.info(
         "training %s on %d images (val %d) on %s",
