@@ -1,0 +1,171 @@
+"""The `catdog` command (also `python -m client`).
+
+    catdog predict PHOTO... [--url URL] [--format csv|json] [--output FILE]
+    catdog jobs submit FOLDER [--wait] [--url URL] [--output FILE] [--format csv|json]
+                              [--idempotency-key KEY] [--callback-url URL]
+    catdog jobs status JOB_ID | results JOB_ID [--output FILE] | cancel JOB_ID
+
+The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000. Exit status: 0 when
+every photo was classified, 1 when some were not (their errors are in the output), 2 when
+the request itself failed.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from client.api import ApiError, CatdogClient, MultipartBody, find_photos
+from client.output import render, row
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    return "json" if args.output and str(args.output).endswith(".json") else "csv"
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
+
+
+def cmd_predict(client: CatdogClient, args: argparse.Namespace) -> int:
+    rows = []
+    for photo in args.photos:
+        try:
+            rows.append(row(photo.name, client.predict(photo)))
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            rows.append(row(photo.name, None, error=f"{exc.reason}: {exc.detail}"))
+    _write(render(rows, _format(args)), args.output)
+    return 0 if all(r["error"] is None for r in rows) else 1
+
+
+def _progress_bar(total: int) -> Any:
+    return tqdm(total=total, unit="photo", desc="classifying", file=sys.stderr)
+
+
+def cmd_jobs_submit(client: CatdogClient, args: argparse.Namespace) -> int:
+    photos = find_photos(args.folder)
+    if not photos:
+        print(f"no photos under {args.folder}", file=sys.stderr)
+        return 2
+    size = MultipartBody(photos, {}).length()
+    with tqdm(total=size, unit="B", unit_scale=True, desc="uploading", file=sys.stderr) as bar:
+        accepted = client.submit_job(
+            photos,
+            callback_url=args.callback_url,
+            idempotency_key=args.idempotency_key,
+            on_bytes=bar.update,
+        )
+    print(f"job {accepted['job_id']}: {accepted['status_url']}", file=sys.stderr)
+    if not args.wait:
+        print(json.dumps(accepted))
+        return 0
+    with _progress_bar(accepted["total"]) as bar:
+
+        def progress(summary: dict[str, Any]) -> None:
+            bar.update(summary["done"] + summary["failed"] - bar.n)
+
+        final = client.wait(accepted["job_id"], poll_s=args.poll, on_progress=progress)
+    return _write_results(client, final, args)
+
+
+def _write_results(client: CatdogClient, summary: dict[str, Any], args: argparse.Namespace) -> int:
+    items = client.results(summary["job_id"])
+    rows = [row(item["filename"], item) for item in items]
+    _write(render(rows, _format(args)), args.output)
+    print(
+        f"job {summary['job_id']} {summary['status']}: "
+        f"{summary['done']} classified, {summary['failed']} failed",
+        file=sys.stderr,
+    )
+    if summary["status"] != "succeeded":
+        return 1
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cmd_jobs_status(client: CatdogClient, args: argparse.Namespace) -> int:
+    summary = client.job(args.job_id, limit=1)
+    summary.pop("results", None)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_jobs_results(client: CatdogClient, args: argparse.Namespace) -> int:
+    return _write_results(client, client.job(args.job_id, limit=1), args)
+
+
+def cmd_jobs_cancel(client: CatdogClient, args: argparse.Namespace) -> int:
+    print(json.dumps(client.cancel(args.job_id), indent=2))
+    return 0
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+    parser.add_argument(
+        "--format", choices=("csv", "json"), help="default: from --output, else csv"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="catdog", description="Classify photos as cat or dog.")
+    parser.add_argument("--url", default=os.environ.get("CATDOG_URL", DEFAULT_URL))
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="classify photos one by one, synchronously")
+    predict.add_argument("photos", nargs="+", type=Path)
+    _output_options(predict)
+    predict.set_defaults(run=cmd_predict)
+
+    jobs = commands.add_parser("jobs", help="bulk jobs").add_subparsers(dest="jobs", required=True)
+    submit = jobs.add_parser("submit", help="upload every photo of a folder as one job")
+    submit.add_argument("folder", type=Path)
+    submit.add_argument("--wait", action="store_true", help="wait, then write the results")
+    submit.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--callback-url")
+    _output_options(submit)
+    submit.set_defaults(run=cmd_jobs_submit)
+    subs = [predict, submit]
+    for name, run, text in (
+        ("status", cmd_jobs_status, "show a job's status"),
+        ("results", cmd_jobs_results, "write a job's results"),
+        ("cancel", cmd_jobs_cancel, "cancel a job"),
+    ):
+        sub = jobs.add_parser(name, help=text)
+        sub.add_argument("job_id")
+        if name == "results":
+            _output_options(sub)
+        sub.set_defaults(run=run)
+        subs.append(sub)
+    for sub in subs:  # `--url` after the command works too
+        sub.add_argument("--url", default=argparse.SUPPRESS, help="service URL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with CatdogClient(args.url, timeout_s=args.timeout) as client:
+            code: int = args.run(client, args)
+            return code
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,182 @@
+"""The gateway when things are missing: no worker (503), a full queue (429 + Retry-After),
+a worker that never answers (504), Redis down (503), and expired jobs (410).
+
+A dedicated stack: Redis and a gateway with short timeouts and TTLs, and no worker at all.
+"""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.jobstore import Heartbeat, JobStore, Keys
+from tests.integration.processes import (
+    Process,
+    free_port,
+    service_env,
+    start_gateway,
+    start_redis,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+JOB_TTL_S = 2
+
+
+@pytest.fixture(scope="module")
+def degraded(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint: Path
+) -> Iterator[tuple[str, str]]:
+    logs = tmp_path_factory.mktemp("degraded-stack")
+    processes: list[Process] = []
+    try:
+        redis_proc, redis_url = start_redis(logs)
+        processes.append(redis_proc)
+        env = service_env(
+            redis_url,
+            str(checkpoint),
+            job_ttl_s=JOB_TTL_S,
+            max_queue_depth=3,
+            predict_timeout_s=1,
+        )
+        gateway, url = start_gateway(env, logs)
+        processes.append(gateway)
+        yield url, redis_url
+    finally:
+        for proc in reversed(processes):
+            proc.stop()
+
+
+@pytest.fixture
+def http(degraded: tuple[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=degraded[0], timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def store(degraded: tuple[str, str]) -> Iterator[JobStore]:
+    job_store = JobStore.from_url(degraded[1])
+    yield job_store
+    job_store.redis.flushdb()
+
+
+@pytest.fixture
+def fake_worker(store: JobStore) -> Heartbeat:
+    """A heartbeat of a ready worker that consumes nothing: the gateway believes in it."""
+    heartbeat = Heartbeat(
+        worker_id="ghost@test:1",
+        hostname="ghost@test",
+        pid=1,
+        queues=["realtime", "bulk"],
+        state="ready",
+        model_name="catdog",
+        model_version="ghost",
+    )
+    store.beat(heartbeat, ttl_s=60)
+    return heartbeat
+
+
+@pytest.fixture(scope="module")
+def jpeg(photo_dir: Path) -> bytes:
+    return sorted((photo_dir / "kaggle").glob("*.jpg"))[0].read_bytes()
+
+
+def test_readyz_is_503_with_the_reason_when_no_worker_runs(
+    http: httpx.Client, store: JobStore
+) -> None:
+    response = http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert "realtime" in body["detail"] and "bulk" in body["detail"]
+    assert http.get("/livez").status_code == 200
+
+
+def test_readyz_names_a_worker_whose_model_failed_to_load(
+    http: httpx.Client, store: JobStore
+) -> None:
+    broken = Heartbeat("w@x:2", "w@x", 2, ["realtime", "bulk"], "failed", error="no checkpoint")
+    store.beat(broken, ttl_s=60)
+    body = http.get("/readyz").json()
+    assert "w@x:2 failed (no checkpoint)" in body["detail"]
+
+
+def test_predict_is_503_when_no_worker_serves_the_queue(
+    http: httpx.Client, store: JobStore, jpeg: bytes
+) -> None:
+    response = http.post("/predict", files={"file": ("a.jpg", jpeg)})
+    assert response.status_code == 503
+    assert response.json()["reason"] == "no_worker"
+
+
+def test_predict_is_504_when_no_worker_answers_in_time(
+    http: httpx.Client, store: JobStore, fake_worker: Heartbeat, jpeg: bytes
+) -> None:
+    started = time.monotonic()
+    response = http.post("/predict", files={"file": ("a.jpg", jpeg)})
+    assert response.status_code == 504
+    assert response.json()["reason"] == "timeout"
+    assert "1 s" in response.json()["detail"]
+    assert time.monotonic() - started < 5
+    # The abandoned image is deleted, so a late worker skips the task.
+    assert not list(store.redis.scan_iter(match=Keys.predict_image("*")))
+
+
+def test_predict_and_jobs_are_429_with_retry_after_when_the_queue_is_full(
+    http: httpx.Client, store: JobStore, fake_worker: Heartbeat, jpeg: bytes
+) -> None:
+    store.redis.rpush("realtime", *[b"{}"] * 3)
+    store.redis.rpush("bulk", *[b"{}"] * 3)
+    response = http.post("/predict", files={"file": ("a.jpg", jpeg)})
+    assert response.status_code == 429
+    assert response.json()["reason"] == "queue_full"
+    assert int(response.headers["retry-after"]) > 0
+    response = http.post("/jobs", files={"files": ("a.jpg", jpeg)})
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_job_is_accepted_without_workers_and_cancelled_while_queued(
+    http: httpx.Client, store: JobStore, jpeg: bytes
+) -> None:
+    response = http.post("/jobs", files=[("files", ("a.jpg", jpeg)), ("files", ("b.jpg", jpeg))])
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    cancelled = http.delete(f"/jobs/{job_id}").json()
+    assert (cancelled["status"], cancelled["done"], cancelled["pending"]) == ("cancelled", 0, 2)
+
+
+def test_results_expire_after_the_ttl_then_the_job_is_410_and_unknown_ids_404(
+    http: httpx.Client, store: JobStore, jpeg: bytes
+) -> None:
+    job_id = http.post("/jobs", files={"files": ("a.jpg", jpeg)}).json()["job_id"]
+    assert http.get(f"/jobs/{job_id}").status_code == 200
+    time.sleep(JOB_TTL_S + 0.5)
+    response = http.get(f"/jobs/{job_id}")
+    assert response.status_code == 410
+    assert response.json()["reason"] == "job_expired"
+    assert http.delete(f"/jobs/{job_id}").status_code == 410
+    assert not store.redis.exists(Keys.image(job_id, 0), Keys.names(job_id))
+    assert http.get("/jobs/feedfacecafe").status_code == 404
+
+
+def test_the_gateway_answers_503_when_redis_is_down(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, jpeg: bytes
+) -> None:
+    env = service_env(f"redis://127.0.0.1:{free_port()}/0", str(checkpoint))
+    gateway, url = start_gateway(env, tmp_path_factory.mktemp("no-redis"))
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/livez").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "Redis" in ready.json()["detail"]
+            response = client.post("/predict", files={"file": ("a.jpg", jpeg)})
+            assert response.status_code == 503
+            assert response.json()["reason"] == "broker_unavailable"
+            response = client.post("/jobs", files={"files": ("a.jpg", jpeg)})
+            assert response.status_code == 503
+            assert client.get("/jobs/abc").status_code == 503
+    finally:
+        gateway.stop()

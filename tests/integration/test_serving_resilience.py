@@ -1,0 +1,135 @@
+"""Workers dying and models changing under a running service.
+
+A dedicated stack with a short visibility timeout (4 s), so a chunk held by a killed worker
+comes back quickly; chunks of 20 items run in batches of 2, so a kill lands mid-chunk.
+"""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.jobstore import JobStore, Keys
+from tests.integration.processes import Stack, all_items, start_stack, wait_for_job, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SETTINGS = {
+    "visibility_timeout_s": 4,
+    "chunk_size": 20,
+    "batch_size": 2,
+    "heartbeat_interval_s": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+    """A private copy: the reload tests rewrite it."""
+    path = tmp_path_factory.mktemp("resilience-model") / "model.pt"
+    shutil.copy(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lone_stack(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Stack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("resilience-stack"), str(model_path), workers=0, **SETTINGS
+    )
+    yield stack
+    stack.stop()
+
+
+def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    worker_a = lone_stack.add_worker("a", concurrency=1)
+    photos = sorted((photo_dir / "kaggle").glob("*.jpg"))
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=files).json()["job_id"]
+
+        def mid_chunk() -> int | None:
+            done = int(client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"])
+            return done if done >= 20 and done % 20 != 0 else None  # a chunk half written
+
+        done_at_kill = wait_until(mid_chunk, 60, "a chunk half done", every_s=0.005)
+        worker_a.kill(signal.SIGKILL)
+        worker_a.popen.wait(10)
+        assert done_at_kill < 200
+
+        lone_stack.add_worker("b", concurrency=1)
+        final = wait_for_job(client, job_id, timeout_s=90)
+        items = all_items(client, job_id)
+
+    assert final["status"] == "succeeded"
+    assert (final["done"], final["failed"], final["pending"]) == (200, 0, 0)
+    assert sorted(item["index"] for item in items) == list(range(200))
+    assert all(item["status"] == "succeeded" for item in items)
+    redis = lone_stack.redis
+    assert redis.hlen(Keys.results(job_id)) == 200
+    deliveries = {int(v) for v in redis.hvals(Keys.deliveries(job_id))}
+    assert max(deliveries) == 2, "the killed worker's chunk was delivered again"
+    attempts = [int(v) for v in redis.hvals(Keys.attempts(job_id))]
+    assert max(attempts) <= 2 and len(attempts) == 200
+
+
+def _run(module: str, stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def _predicted_version(stack: Stack, photo: Path) -> str:
+    with stack.client() as client:
+        response = client.post("/predict", files={"file": (photo.name, photo.read_bytes())})
+    assert response.status_code == 200, response.text
+    return str(response.json()["model"]["version"])
+
+
+def test_reload_moves_workers_to_the_new_model_and_a_failed_load_keeps_the_old(
+    lone_stack: Stack, model_path: Path, photo_dir: Path
+) -> None:
+    if not any(p.alive() and p.name in ("a", "b") for p in lone_stack.processes):
+        lone_stack.add_worker("b", concurrency=1)
+    photo = sorted((photo_dir / "kaggle").glob("*.jpg"))[0]
+    assert _predicted_version(lone_stack, photo) == "fixture-1"
+
+    model, config, _ = load_checkpoint(model_path)
+    save_checkpoint(model_path, model, config, {"model_name": "catdog", "model_version": "v2"})
+    reloaded = _run("worker.reload", lone_stack, "--timeout", "30")
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    assert "now v2" in reloaded.stdout
+    assert _predicted_version(lone_stack, photo) == "v2"
+
+    torch.save({"not": "a checkpoint"}, model_path)
+    failed = _run("worker.reload", lone_stack, "--timeout", "30")
+    assert failed.returncode == 1
+    assert "kept v2" in failed.stdout
+    assert _predicted_version(lone_stack, photo) == "v2"
+    with lone_stack.client() as client:
+        assert client.get("/readyz").status_code == 200
+
+
+def test_healthcheck_pings_this_worker_by_name(lone_stack: Stack) -> None:
+    store = JobStore.from_url(lone_stack.redis_url)
+    node = next(hb.hostname for hb in store.live_workers() if hb.ready)
+    healthy = _run("worker.healthcheck", lone_stack, "--hostname", node, "--require-model")
+    assert healthy.returncode == 0, healthy.stderr
+    started = time.monotonic()
+    missing = _run(
+        "worker.healthcheck", lone_stack, "--hostname", "nobody@nowhere", "--timeout", "1"
+    )
+    assert missing.returncode == 1
+    assert time.monotonic() - started < 15
