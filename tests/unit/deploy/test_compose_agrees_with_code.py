@@ -7,17 +7,21 @@ Nothing here needs Docker: the files are parsed and the code is inspected (AST) 
 """
 
 import ast
+import functools
 import importlib.util
 import os
 import re
 import shlex
+import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from pydantic import TypeAdapter
 from starlette.routing import BaseRoute, Match
 
@@ -407,6 +411,137 @@ def test_each_image_holds_every_package_its_entry_points_import(image: str) -> N
     assert needed <= copied, f"{dockerfile.name} lacks {sorted(needed - copied)}"
     allowed = set(re.findall(r"^!(\w+)/$", (ROOT / ".dockerignore").read_text(), re.M))
     assert copied <= allowed, f".dockerignore keeps out {sorted(copied - allowed)}"
+
+
+def module_path(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def optional_imports(tree: ast.AST) -> set[ast.AST]:
+    """Import statements inside `try: ... except ImportError`: the code copes without them."""
+    guarded: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
+        ):
+            guarded |= {n for stmt in node.body for n in ast.walk(stmt)}
+    return guarded
+
+
+def imports_of_module(module: str, path: Path) -> set[str]:
+    """Absolute names of everything `module` imports, anywhere in the file, except optional
+    imports."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    tree = ast.parse(path.read_text())
+    optional = optional_imports(tree)
+    for node in ast.walk(tree):
+        if node in optional:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # may be submodules
+    return found
+
+
+def third_party_imports(packages: set[str]) -> set[str]:
+    """Top-level third-party names imported by every module of `packages` and, module by
+    module, by the first-party code they import (not whole packages: the gateway uses
+    common.imaging, not common.model and its torch)."""
+    todo = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for package in packages
+        for p in (ROOT / package).rglob("*.py")
+    ]
+    seen: set[str] = set()
+    third_party: set[str] = set()
+    while todo:
+        module = todo.pop()
+        path = module_path(module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parents run first
+        for name in imports_of_module(module, path):
+            top = name.split(".")[0]
+            if top in FIRST_PARTY:
+                todo.append(name)
+            elif top not in sys.stdlib_module_names:
+                third_party.add(top)
+    return third_party
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def image_requirements(image: str) -> list[Requirement]:
+    """What the Dockerfile installs: its requirement files (with their -r includes), and
+    from training.txt only the names its grep pattern picks."""
+    text = DOCKERFILES[image].read_text()
+    files = set(re.findall(r"-r /tmp/requirements/(\w+)\.txt", text))
+    picked = re.findall(r"grep -E '\^\(([^)]*)\)==' /tmp/requirements/(\w+)\.txt", text)
+    requirements: list[Requirement] = []
+
+    def read(name: str, only: set[str] | None) -> None:
+        for line in (ROOT / "requirements" / f"{name}.txt").read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line.startswith("-r "):
+                read(line.split()[1].removesuffix(".txt"), only)
+            elif line and (only is None or normalise(Requirement(line).name) in only):
+                requirements.append(Requirement(line))
+
+    for name in files & {"gateway", "worker"}:
+        read(name, None)
+    for names, name in picked:
+        read(name, {normalise(n) for n in names.split("|")})
+    return requirements
+
+
+def installed_closure(requirements: list[Requirement]) -> set[str]:
+    """Distributions those requirements install, following installed metadata and extras."""
+    seen: dict[str, set[str]] = {}
+    todo = [(normalise(r.name), set(r.extras)) for r in requirements]
+    while todo:
+        name, extras = todo.pop()
+        if name in seen and extras <= seen[name]:
+            continue
+        seen[name] = seen.get(name, set()) | extras
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in seen[name] or {""}):
+                todo.append((normalise(requirement.name), set(requirement.extras)))
+    return set(seen)
+
+
+@functools.cache
+def import_names_to_distributions() -> dict[str, list[str]]:
+    return dict(metadata.packages_distributions())
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_each_image_installs_every_library_its_code_imports(image: str) -> None:
+    installed = installed_closure(image_requirements(image))
+    distributions = import_names_to_distributions()
+    missing = {
+        name: sorted(distributions.get(name, ["?"]))
+        for name in third_party_imports(entry_packages(image))
+        if not {normalise(d) for d in distributions.get(name, [])} & installed
+    }
+    assert not missing, f"Dockerfile.{image} does not install what its code imports: {missing}"
 
 
 def test_gateway_image_copies_no_worker_or_training_code() -> None:
