@@ -118,18 +118,23 @@ class ModelHost:
         self._stopped = threading.Event()
         self._reloading = threading.Lock()
         self._last_attempt = 0.0
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
 
     # lifecycle
     def start(self) -> None:
         """Load and warm the model (blocking), with the heartbeat already running."""
         self.device = select_device(self.settings, self.identity)
         self.generation = self._safe(self.store.model_generation, 0)
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        self._heartbeat_thread.start()
         with self._reloading:
             self._load()
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._heartbeat_thread.is_alive():  # so no beat lands after the forget below
+            self._heartbeat_thread.join(timeout=5)
         self._safe(lambda: self.store.forget_worker(self.worker_id), None)
 
     # the model

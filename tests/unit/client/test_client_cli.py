@@ -1,0 +1,85 @@
+"""The `catdog` command: output rows, formats and exit statuses (mock transport)."""
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from client import cli
+from client.api import CatdogClient
+from client.output import COLUMNS, render, row
+
+PREDICTION = {
+    "label": "dog",
+    "probability": 0.9,
+    "probabilities": {"cat": 0.1, "dog": 0.9},
+    "model": {"name": "catdog", "version": "3"},
+}
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
+    """Answers /predict: 200 for *.jpg, 422 for anything else."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if b'filename="bad.' in request.read():
+            return httpx.Response(
+                422, json={"detail": "the file is empty (0 bytes)", "reason": "empty"}
+            )
+        return httpx.Response(200, json={**PREDICTION, "request_id": "r", "latency_ms": 1.0})
+
+    def make(url: str, timeout_s: float = 60.0, transport: Any = None) -> CatdogClient:
+        return CatdogClient(url, timeout_s, transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr(cli, "CatdogClient", make)
+    return requests
+
+
+def photos(tmp_path: Path, *names: str) -> list[str]:
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    return [str(tmp_path / name) for name in names]
+
+
+def test_predict_writes_csv_rows_and_exits_0(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--url", "http://svc", "predict", *photos(tmp_path, "a.jpg", "b.jpg")]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["filename"] for r in rows] == ["a.jpg", "b.jpg"]
+    assert (
+        rows[0]["label"] == "dog" and rows[0]["p_dog"] == "0.9" and rows[0]["model_version"] == "3"
+    )
+    assert str(service[0].url) == "http://svc/predict"
+
+
+def test_predict_reports_a_refused_photo_and_exits_1(
+    service: list[httpx.Request], tmp_path: Path
+) -> None:
+    output = tmp_path / "out.json"
+    code = cli.main(["predict", *photos(tmp_path, "a.jpg", "bad.jpg"), "-o", str(output)])
+    assert code == 1
+    rows = json.loads(output.read_text())  # .json output implies the JSON format
+    assert rows[1]["error"] == "empty: the file is empty (0 bytes)" and rows[1]["label"] is None
+
+
+def test_an_unreachable_service_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = cli.main(
+        ["--url", "http://127.0.0.1:9", "--timeout", "1", "predict", *photos(tmp_path, "a.jpg")]
+    )
+    assert code == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_rows_flatten_results_and_item_errors() -> None:
+    failed = {"error": {"reason": "truncated", "message": "cut"}, "label": None}
+    assert row("x.jpg", failed)["error"] == "truncated: cut"
+    csv_text = render([row("a.jpg", PREDICTION), row("x.jpg", failed)], "csv")
+    assert csv_text.splitlines()[0] == ",".join(COLUMNS)
+    assert json.loads(render([row("a.jpg", PREDICTION)], "json"))[0]["p_cat"] == 0.1

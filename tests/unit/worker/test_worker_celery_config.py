@@ -1,0 +1,32 @@
+"""The Celery configuration both sides build: JSON only, late acks, explicit routing."""
+
+from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK, celery_config
+from common.settings import Settings
+
+
+def test_messages_are_json_only_so_a_pickle_is_refused() -> None:
+    conf = celery_config(Settings())
+    assert conf["task_serializer"] == "json"
+    assert conf["accept_content"] == ["json"]
+    assert conf["result_accept_content"] == ["json"]
+
+
+def test_tasks_are_acknowledged_late_and_requeued_when_their_process_dies() -> None:
+    conf = celery_config(Settings(visibility_timeout_s=120, worker_max_memory_per_child_kb=999))
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    transport = conf["broker_transport_options"]
+    assert transport["visibility_timeout"] == 120
+    # Lost messages are swept back well within the visibility timeout.
+    assert transport["unacked_restore_interval"] * transport["unacked_restore_throttle"] <= 30
+    assert conf["worker_max_memory_per_child"] == 999
+
+
+def test_model_loading_gets_more_than_celerys_four_seconds() -> None:
+    assert celery_config(Settings(model_load_timeout_s=120))["worker_proc_alive_timeout"] == 120
+
+
+def test_predictions_and_bulk_work_have_their_own_queues() -> None:
+    routes = celery_config(Settings(realtime_queue="rt", bulk_queue="bk"))["task_routes"]
+    assert routes[PREDICT_TASK] == {"queue": "rt"}
+    assert routes[CHUNK_TASK] == routes[CALLBACK_TASK] == {"queue": "bk"}
