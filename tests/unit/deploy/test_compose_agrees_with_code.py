@@ -564,3 +564,23 @@ def test_proxy_upstreams_are_compose_services_on_their_ports() -> None:
         service = services()[host]
         declared = " ".join(str(x) for x in service.get("expose", []) + service.get("ports", []))
         assert port in declared or f"--port={port}" in str(service.get("command")), (host, port)
+
+
+def test_prometheus_targets_are_compose_services_on_exposed_ports() -> None:
+    # deploy/prometheus.yml is monitoring's; this checks that the stack serves what it scrapes.
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets: list[tuple[str, str]] = []
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            targets += [(name, str(sd["port"])) for name in sd["names"]]
+        for static in job.get("static_configs", []):
+            targets += [tuple(t.rsplit(":", 1)) for t in static["targets"]]  # type: ignore[misc]
+    assert targets
+    for host, port in targets:
+        if host == "localhost":
+            continue
+        service = services()[host]
+        exposed = [
+            str(p).split(":")[-1] for p in service.get("expose", []) + service.get("ports", [])
+        ]
+        assert port in exposed, f"Prometheus scrapes {host}:{port}, which compose does not expose"
