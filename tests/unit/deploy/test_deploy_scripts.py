@@ -359,3 +359,41 @@ def test_smoke_test_fails_when_nothing_answers(tmp_path: Path) -> None:
     result = smoke("http://127.0.0.1:9")  # the discard port: connection refused
     assert result.returncode == 1
     assert "GET /readyz answered 000" in result.stderr
+
+
+# --- vm-setup.sh: the deploy root and its env file ---------------------------------------------
+
+
+def make_deploy_root(root: Path) -> subprocess.CompletedProcess[str]:
+    script = f"""
+        source {DEPLOY / "vm-setup.sh"}
+        deploy_user="$(id -un)" namespace=myhub root={root}
+        make_deploy_root
+    """
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+
+def env_values(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k: v for k, v in pairs if not k.startswith("#")}
+
+
+def test_vm_setup_writes_an_env_file_with_fresh_secrets_once(tmp_path: Path) -> None:
+    root = tmp_path / "catdog"
+    result = make_deploy_root(root)
+    assert result.returncode == 0, result.stderr
+    env = env_values(root / ".env")
+    assert (root / ".env").stat().st_mode & 0o777 == 0o600
+    assert env["DOCKERHUB_NAMESPACE"] == "myhub"
+    assert env["EVAL_DATA_DIR"] == str(root / "eval-data")
+    example = env_values(ROOT / ".env.example")
+    for secret in ("REDIS_PASSWORD", "CATDOG_CALLBACK_SECRET", "GRAFANA_ADMIN_PASSWORD"):
+        assert env[secret] != example[secret] and len(env[secret]) >= 32, secret
+        assert "change-me" not in env[secret]
+    assert env["CATDOG_FLOWER_BASIC_AUTH"].startswith("admin:")
+    assert env.keys() == example.keys()
+    assert (root / "eval-data").stat().st_mode & 0o777 == 0o755
+
+    # A second run keeps the secrets the stack already uses.
+    assert make_deploy_root(root).returncode == 0
+    assert env_values(root / ".env") == env

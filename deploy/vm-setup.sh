@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# One-time set-up of a fresh Debian 12 or Ubuntu 22.04/24.04 VM for catdog. Idempotent: run
+# it again after an OS upgrade or to add the GPU runtime.
+#
+#   sudo bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE        # CPU VM
+#   sudo GPU=1 bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE  # VM with an NVIDIA GPU
+#
+# 1. Docker Engine and the compose plugin from Docker's apt repository.
+# 2. DEPLOY_USER (the user CI logs in as) may run docker.
+# 3. /opt/catdog: releases/, eval-data/, and .env made from .env.example (next to this
+#    script's folder) with freshly generated secrets, mode 600. Existing files are kept.
+# 4. GPU=1: the NVIDIA Container Toolkit (the NVIDIA driver must already be installed, as on
+#    GCP's GPU images), and COMPOSE_PROFILES=gpu in .env.
+#
+# Firewall: open only 22 (SSH) and 80 (the proxy) in the cloud firewall (README-deploy.md has
+# the gcloud rule). Docker's published ports bypass ufw/iptables rules on the VM itself, which
+# is why compose publishes MLflow and Prometheus on 127.0.0.1 only and nothing else but the
+# proxy: reach those through `gcloud compute ssh VM -- -L 5000:127.0.0.1:5000`.
+set -euo pipefail
+
+log() { echo "vm-setup: $*"; }
+
+install_docker() {
+  if docker compose version >/dev/null 2>&1; then
+    log "Docker and the compose plugin are installed"
+    return
+  fi
+  log "installing Docker Engine and the compose plugin"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg
+  install -m 0755 -d /etc/apt/keyrings
+  curl -fsSL "https://download.docker.com/linux/$ID/gpg" -o /etc/apt/keyrings/docker.asc
+  chmod a+r /etc/apt/keyrings/docker.asc
+  echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc]" \
+    "https://download.docker.com/linux/$ID $VERSION_CODENAME stable" \
+    >/etc/apt/sources.list.d/docker.list
+  apt-get update -qq
+  apt-get install -y -qq docker-ce docker-ce-cli containerd.io docker-buildx-plugin \
+    docker-compose-plugin
+}
+
+configure_docker() {
+  # live-restore: containers keep running while the Docker daemon restarts or upgrades.
+  if [ ! -f /etc/docker/daemon.json ]; then
+    mkdir -p /etc/docker
+    printf '{\n  "live-restore": true\n}\n' >/etc/docker/daemon.json
+    systemctl restart docker
+  fi
+  systemctl enable --now docker >/dev/null
+  # Membership of the docker group is root-equivalent: give it to the deploy user only.
+  usermod -aG docker "$deploy_user"
+  log "$deploy_user may run docker (takes effect at its next login)"
+}
+
+install_gpu_runtime() {
+  command -v nvidia-smi >/dev/null 2>&1 || {
+    echo "GPU=1 but nvidia-smi is missing: install the NVIDIA driver first" >&2
+    exit 1
+  }
+  if ! command -v nvidia-ctk >/dev/null 2>&1; then
+    log "installing the NVIDIA Container Toolkit"
+    curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey |
+      gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+    curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list |
+      sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#' \
+        >/etc/apt/sources.list.d/nvidia-container-toolkit.list
+    apt-get update -qq
+    apt-get install -y -qq nvidia-container-toolkit
+  fi
+  nvidia-ctk runtime configure --runtime=docker >/dev/null
+  systemctl restart docker
+}
+
+set_env() {
+  # set_env NAME VALUE: replace the NAME= line of the env file.
+  sed -i "s|^$1=.*|$1=$2|" "$root/.env"
+}
+
+make_deploy_root() {
+  install -d -o "$deploy_user" -g "$deploy_user" -m 0750 "$root" "$root/releases"
+  # Readable by the evaluation container's non-root user; the photos are not secret.
+  install -d -o "$deploy_user" -g "$deploy_user" -m 0755 "$root/eval-data"
+  if [ -f "$root/.env" ]; then
+    log "$root/.env exists: kept as it is"
+  else
+    [ -f "$example" ] || {
+      echo "no .env.example at $example: copy the repository's .env.example there" >&2
+      exit 1
+    }
+    install -o "$deploy_user" -g "$deploy_user" -m 0600 "$example" "$root/.env"
+    set_env DOCKERHUB_NAMESPACE "$namespace"
+    set_env REDIS_PASSWORD "$(openssl rand -hex 24)"
+    set_env CATDOG_CALLBACK_SECRET "$(openssl rand -hex 32)"
+    set_env CATDOG_FLOWER_BASIC_AUTH "admin:$(openssl rand -hex 16)"
+    set_env GRAFANA_ADMIN_PASSWORD "$(openssl rand -hex 16)"
+    set_env EVAL_DATA_DIR "$root/eval-data"
+    log "wrote $root/.env with new secrets (read them with: sudo cat $root/.env)"
+  fi
+  if [ "${GPU:-0}" = 1 ]; then set_env COMPOSE_PROFILES gpu; fi
+}
+
+main() {
+  deploy_user="${1:?usage: sudo bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE}"
+  namespace="${2:?usage: sudo bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE}"
+  [ "$(id -u)" -eq 0 ] || {
+    echo "run as root: sudo bash $0 $*" >&2
+    exit 1
+  }
+  id "$deploy_user" >/dev/null 2>&1 || {
+    echo "no user $deploy_user on this VM (log in once with gcloud compute ssh to create it)" >&2
+    exit 1
+  }
+  # shellcheck source=/dev/null
+  . /etc/os-release
+  case "$ID" in debian | ubuntu) ;; *)
+    echo "unsupported OS: $ID (Debian or Ubuntu)" >&2
+    exit 1
+    ;;
+  esac
+  export DEBIAN_FRONTEND=noninteractive
+
+  install_docker
+  configure_docker
+  if [ "${GPU:-0}" = 1 ]; then install_gpu_runtime; fi
+  make_deploy_root
+  docker compose version
+  log "done. Next: copy labelled photos to $root/eval-data/{cat,dog}/ and push to main."
+}
+
+root="${DEPLOY_ROOT:-/opt/catdog}"
+example="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.env.example"
+# Run, unless sourced (tests source it to exercise make_deploy_root on a scratch folder).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi
