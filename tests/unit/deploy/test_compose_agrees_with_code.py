@@ -584,3 +584,13 @@ def test_prometheus_targets_are_compose_services_on_exposed_ports() -> None:
             str(p).split(":")[-1] for p in service.get("expose", []) + service.get("ports", [])
         ]
         assert port in exposed, f"Prometheus scrapes {host}:{port}, which compose does not expose"
+
+
+def test_mlflow_server_runs_the_mlflow_version_the_code_uses() -> None:
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements" / "worker.txt").read_text().splitlines()
+        if "==" in line
+    )
+    image = services()["mlflow"]["image"]
+    assert image == f"ghcr.io/mlflow/mlflow:v{pins['mlflow']}"
