@@ -17,8 +17,8 @@ valid_sha "$sha" || die "usage: evaluate.sh SHA"
 data_dir="$(sed -n 's/^EVAL_DATA_DIR=//p' "$ENV_FILE" | tail -n 1)"
 data_dir="${data_dir:-$DEPLOY_ROOT/eval-data}"
 # An empty or missing folder would make compose create it and the gate measure nothing.
-[ -n "$(find "$data_dir" -mindepth 2 -type f -print -quit 2>/dev/null)" ] ||
-  die "no labelled photos under $data_dir (expected cat/ and dog/ sub-folders)"
+[ -n "$(find "$data_dir" -type f -print -quit 2>/dev/null)" ] ||
+  die "no labelled photos under $data_dir (cat/ and dog/ sub-folders, or cat.N.jpg names)"
 
 log "evaluating release $sha on $data_dir"
 compose "$sha" --profile tools run --rm --no-deps evaluate
