@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The local serving stack (`make up` runs it after training):
+#   Redis        started here only if none answers at CATDOG_REDIS_URL
+#   worker(s)    WORKERS Celery workers (default 1), WORKER_CONCURRENCY processes each (2)
+#   gateway      http://127.0.0.1:8000 (GATEWAY_PORT)
+#   Flower       http://127.0.0.1:5555 (FLOWER_PORT), basic auth CATDOG_FLOWER_BASIC_AUTH
+# Every process gets its own process group and a pid file in run/; Ctrl-C here, or
+# `make down` from another shell, stops exactly what this script started (scripts/stop.sh).
+# Logs (JSON lines) go to run/logs/. Settings: CATDOG_* variables (common/settings.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+RUN_DIR=run
+LOG_DIR=$RUN_DIR/logs
+WORKERS=${WORKERS:-1}
+WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
+GATEWAY_PORT=${GATEWAY_PORT:-8000}
+FLOWER_PORT=${FLOWER_PORT:-5555}
+export CATDOG_REDIS_URL=${CATDOG_REDIS_URL:-redis://127.0.0.1:6379/0}
+export CATDOG_MODEL_URI=${CATDOG_MODEL_URI:-models:/catdog@champion}
+export PYTHONUNBUFFERED=1
+
+mkdir -p "$LOG_DIR"
+for pidfile in "$RUN_DIR"/*.pid; do
+  [[ -e $pidfile ]] || continue
+  if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "catdog: already running ($pidfile); run 'make down' first" >&2
+    exit 1
+  fi
+  rm -f "$pidfile"
+done
+
+start() {  # start NAME COMMAND...: in the background, in its own session and process group
+  local name=$1  # (so Ctrl-C reaches only this script, which then stops it cleanly)
+  shift
+  setsid "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  bash scripts/stop.sh
+}
+trap stop_all INT TERM EXIT
+
+redis_answers() {
+  python - "$CATDOG_REDIS_URL" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+PY
+}
+
+if redis_answers; then
+  echo "catdog: using the Redis at $CATDOG_REDIS_URL"
+else
+  read -r host port < <(python -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u.hostname or "127.0.0.1", u.port or 6379)' "$CATDOG_REDIS_URL")
+  if [[ $host != 127.0.0.1 && $host != localhost ]]; then
+    echo "catdog: no Redis answers at $CATDOG_REDIS_URL and it is not local" >&2
+    exit 1
+  fi
+  command -v redis-server >/dev/null || { echo "catdog: redis-server is not installed (make system-deps)" >&2; exit 1; }
+  echo "catdog: starting redis-server on port $port"
+  start redis redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no
+  for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
+  redis_answers || { echo "catdog: redis-server did not start; see $LOG_DIR/redis.log" >&2; exit 1; }
+fi
+
+queues="${CATDOG_REALTIME_QUEUE:-realtime},${CATDOG_BULK_QUEUE:-bulk}"
+for i in $(seq "$WORKERS"); do
+  start "worker$i" celery -A worker.celery_app:app worker -Q "$queues" \
+    --concurrency "$WORKER_CONCURRENCY" --hostname "worker$i@%h" --loglevel INFO
+done
+start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
+auth=$(python -c 'from common.settings import get_settings; print(get_settings().flower_basic_auth.get_secret_value())')
+start flower celery -A worker.celery_app:app flower --address=127.0.0.1 --port="$FLOWER_PORT" \
+  --basic-auth="$auth"
+
+bash scripts/wait-for-http.sh "http://127.0.0.1:$GATEWAY_PORT/livez" 60
+echo "catdog: waiting for the workers to load the model ($CATDOG_MODEL_URI)..."
+if ! bash scripts/wait-for-http.sh "http://127.0.0.1:$GATEWAY_PORT/readyz" 300; then
+  curl -s "http://127.0.0.1:$GATEWAY_PORT/readyz" >&2 || true
+  echo >&2
+  echo "catdog: not ready; see $LOG_DIR/" >&2
+  exit 1
+fi
+cat <<MSG
+
+catdog is up:
+  API        http://127.0.0.1:$GATEWAY_PORT        (docs: http://127.0.0.1:$GATEWAY_PORT/docs)
+  readiness  http://127.0.0.1:$GATEWAY_PORT/readyz
+  Flower     http://127.0.0.1:$FLOWER_PORT        (basic auth: CATDOG_FLOWER_BASIC_AUTH)
+  logs       $LOG_DIR/
+Try: python -m client predict ../shared/data/petimages-180/Cat/1.jpg
+Ctrl-C (or 'make down') stops everything.
+MSG
+
+# Stay in the foreground; if any process dies, say which and stop the rest.
+shopt -s nullglob
+while sleep 2; do
+  pidfiles=("$RUN_DIR"/*.pid)
+  if (( ${#pidfiles[@]} == 0 )); then  # `make down` from another shell
+    trap - INT TERM EXIT
+    exit 0
+  fi
+  for pidfile in "${pidfiles[@]}"; do
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      name=$(basename "$pidfile" .pid)
+      echo "catdog: $name exited; last lines of $LOG_DIR/$name.log:" >&2
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      exit 1
+    fi
+  done
+done
