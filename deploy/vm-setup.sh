@@ -11,6 +11,11 @@
 #    script's folder) with freshly generated secrets, mode 600. Existing files are kept.
 # 4. GPU=1: the NVIDIA Container Toolkit (the NVIDIA driver must already be installed, as on
 #    GCP's GPU images), and COMPOSE_PROFILES=gpu in .env.
+# 5. The MLflow server of the stack, started from this checkout's docker-compose.yml, so the
+#    first champion can be registered (through an SSH tunnel) before the first deploy. Later
+#    deploys find it running with the same definition and leave it alone.
+# Run it from a copy of the repository's docker-compose.yml, .env.example and deploy/
+# (README-deploy.md ships them with tar over `gcloud compute ssh`).
 #
 # Firewall: open only 22 (SSH) and 80 (the proxy) in the cloud firewall (README-deploy.md has
 # the gcloud rule). Docker's published ports bypass ufw/iptables rules on the VM itself, which
@@ -99,6 +104,15 @@ make_deploy_root() {
   if [ "${GPU:-0}" = 1 ]; then set_env COMPOSE_PROFILES gpu; fi
 }
 
+start_mlflow() {
+  local compose_dir="$root/bootstrap"
+  install -d -o "$deploy_user" -g "$deploy_user" "$compose_dir"
+  install -o "$deploy_user" -g "$deploy_user" -m 0644 "$here/../docker-compose.yml" "$compose_dir/"
+  log "starting MLflow (compose project catdog)"
+  docker compose --project-name catdog --env-file "$root/.env" \
+    -f "$compose_dir/docker-compose.yml" up -d --wait mlflow
+}
+
 main() {
   deploy_user="${1:?usage: sudo bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE}"
   namespace="${2:?usage: sudo bash vm-setup.sh DEPLOY_USER DOCKERHUB_NAMESPACE}"
@@ -123,11 +137,14 @@ main() {
   configure_docker
   if [ "${GPU:-0}" = 1 ]; then install_gpu_runtime; fi
   make_deploy_root
+  start_mlflow
   docker compose version
-  log "done. Next: copy labelled photos to $root/eval-data/{cat,dog}/ and push to main."
+  log "done. Next (README-deploy.md): register a champion through a tunnel to MLflow, copy"
+  log "labelled photos to $root/eval-data/, add the CircleCI contexts, push to main."
 }
 
 root="${DEPLOY_ROOT:-/opt/catdog}"
-example="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.env.example"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+example="$here/../.env.example"
 # Run, unless sourced (tests source it to exercise make_deploy_root on a scratch folder).
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

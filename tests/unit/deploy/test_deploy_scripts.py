@@ -397,3 +397,19 @@ def test_vm_setup_writes_an_env_file_with_fresh_secrets_once(tmp_path: Path) -> 
     # A second run keeps the secrets the stack already uses.
     assert make_deploy_root(root).returncode == 0
     assert env_values(root / ".env") == env
+
+
+def test_vm_setup_starts_mlflow_alone_in_the_stacks_project(vm: Vm) -> None:
+    script = f"""
+        source {DEPLOY / "vm-setup.sh"}
+        deploy_user="$(id -un)" namespace=myhub root={vm.root}
+        start_mlflow
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=vm.env)
+    assert result.returncode == 0, result.stderr
+    compose_file = vm.root / "bootstrap" / "docker-compose.yml"
+    assert compose_file.read_text() == (ROOT / "docker-compose.yml").read_text()
+    assert vm.calls() == [
+        f"IMAGE_TAG= docker compose --project-name catdog --env-file {vm.root}/.env "
+        f"-f {compose_file} up -d --wait mlflow"
+    ]
