@@ -1,5 +1,7 @@
 """The gateway image has no torch: importing its app (or the torch-free entry points of the
-worker and the client) must never import it, directly or through common/."""
+worker and the client) must never import it, directly or through common/. The Celery worker's
+main process imports `worker.tasks` before it forks its pool: torch-free there means no
+torch (and no CUDA) state is ever forked; each child loads the model itself."""
 
 import subprocess
 import sys
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
         "common.messaging",
         "client.cli",
         "worker.celery_app",
+        "worker.tasks",
         "worker.healthcheck",
         "worker.reload",
     ],
