@@ -67,15 +67,19 @@ wait_ready() {
   log "ready"
 }
 
-# Pull what a release needs and prove our two images are there: the explicit check turns a
-# missing tag into a failure here, before any running container is touched.
+# pull_images SHA: make every image of that release present locally, pulling only the missing
+# ones. Tags are immutable here (a SHA, or a pinned version), so a present image is the right
+# one, and a rollback to images still on the VM works even when the registry does not answer.
+# A tag that cannot be pulled fails here, before any running container is touched.
 pull_images() {
   local sha="$1" images image
-  compose "$sha" pull --quiet
   images="$(compose "$sha" config --images)"
   [ -n "$images" ] || die "release $sha names no images"
   for image in $images; do
-    docker image inspect "$image" >/dev/null 2>&1 || die "image $image is not available"
+    if ! docker image inspect "$image" >/dev/null 2>&1; then
+      log "pulling $image"
+      docker pull --quiet "$image" >/dev/null || die "image $image could not be pulled"
+    fi
   done
 }
 

@@ -31,8 +31,11 @@ echo "IMAGE_TAG=${IMAGE_TAG:-} docker $*" >> "$FAKE_LOG"
 case "$*" in
   *" config --images")
     printf 'ns/catdog-gateway:%s\nns/catdog-worker:%s\nredis:7.4-alpine\n' "$IMAGE_TAG" "$IMAGE_TAG" ;;
-  "image inspect "*)
-    if [ -n "${FAKE_MISSING_IMAGE:-}" ] && [[ "$*" == *"$FAKE_MISSING_IMAGE"* ]]; then exit 1; fi ;;
+  "image inspect "*|"pull "*)
+    # FAKE_MISSING_IMAGE is neither on this host nor in the registry.
+    if [ -n "${FAKE_MISSING_IMAGE:-}" ] && [[ "$*" == *"$FAKE_MISSING_IMAGE"* ]]; then exit 1; fi
+    # FAKE_LOCAL_IMAGES=no: nothing pulled yet, so inspect fails until a pull.
+    if [[ "$*" == "image inspect "* ]] && [ "${FAKE_LOCAL_IMAGES:-yes}" = no ]; then exit 1; fi ;;
 esac
 exit 0
 """
@@ -144,6 +147,20 @@ def test_deploy_pulls_the_exact_sha_and_records_the_previous_one(vm: Vm) -> None
     assert "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/readyz" in vm.calls()
 
 
+def test_deploy_pulls_only_the_images_the_host_lacks(vm: Vm) -> None:
+    vm.ship(NEW)
+    assert vm.run("deploy.sh", NEW, FAKE_LOCAL_IMAGES="no").returncode == 0
+    pulls = [c.split(" docker ")[1] for c in vm.calls() if " docker pull " in c]
+    assert pulls == [
+        f"pull --quiet ns/catdog-gateway:{NEW}",
+        f"pull --quiet ns/catdog-worker:{NEW}",
+        "pull --quiet redis:7.4-alpine",
+    ]
+    vm.log.unlink()
+    assert vm.run("deploy.sh", NEW).returncode == 0
+    assert not [c for c in vm.calls() if " docker pull " in c]
+
+
 def test_redeploying_the_running_sha_keeps_the_previous_one(vm: Vm) -> None:
     vm.ship(OLD)
     vm.ship(NEW)
@@ -181,7 +198,7 @@ def test_a_failed_pull_changes_nothing_and_needs_no_rollback(vm: Vm) -> None:
     ups_before = len(vm.ups())
     result = vm.run("deploy.sh", NEW, FAKE_MISSING_IMAGE=f"catdog-gateway:{NEW}")
     assert result.returncode != 0
-    assert f"image ns/catdog-gateway:{NEW} is not available" in result.stderr
+    assert f"image ns/catdog-gateway:{NEW} could not be pulled" in result.stderr
     assert (vm.state("current"), len(vm.ups())) == (OLD, ups_before)
 
     rollback = vm.run("rollback.sh", "--from", NEW)
