@@ -5,7 +5,7 @@ Publishing with Celery is blocking socket I/O, so it runs in a worker thread; ev
 waits (results, heartbeats, queue depth) uses redis.asyncio on the event loop.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -59,9 +59,9 @@ class Dispatcher:
         self.celery = celery
         self.settings = settings
 
-    async def _run(self, fn: object, *args: object) -> None:
+    async def _run(self, fn: Callable[[], object]) -> None:
         try:
-            await run_sync(fn, *args)  # type: ignore[arg-type]
+            await run_sync(fn)
         except (OperationalError, OSError) as exc:
             raise BrokerUnavailableError(f"the task queue is unavailable: {exc}") from exc
 

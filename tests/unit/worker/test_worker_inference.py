@@ -25,6 +25,15 @@ def jpeg(color: tuple[int, int, int] = (10, 200, 10)) -> bytes:
     return buffer.getvalue()
 
 
+RED = (250, 0, 0)
+
+
+def red_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 48), RED).save(buffer, "PNG")  # lossless: the colour stays exact
+    return buffer.getvalue()
+
+
 @dataclass
 class FakeEngine:
     """Says `dog`; records every batch; can fail on a batch holding a red image."""
@@ -45,7 +54,7 @@ class FakeEngine:
         self.batches.append(len(images))
         if self.on_batch:
             self.on_batch()
-        if self.fail_on_red and any(img.getpixel((0, 0))[0] > 200 for img in images):
+        if self.fail_on_red and any(img.getpixel((0, 0)) == RED for img in images):
             raise RuntimeError("kernel crashed")
         return [Prediction("dog", 0.8, {"cat": 0.2, "dog": 0.8}) for _ in images]
 
@@ -126,7 +135,7 @@ def test_a_poison_item_ends_failed_after_max_deliveries_without_running(
 def test_a_failing_batch_is_retried_item_by_item_so_only_the_bad_item_fails(
     store: JobStore,
 ) -> None:
-    job_id = make_job(store, [jpeg(), jpeg((250, 0, 0)), jpeg()])
+    job_id = make_job(store, [jpeg(), red_png(), jpeg()])
     engine = FakeEngine(fail_on_red=True)
     chunk(store, engine, job_id, [0, 1, 2])
     found = results(store, job_id)
@@ -141,7 +150,11 @@ def test_a_cancel_during_a_chunk_stops_it_and_later_items_never_finish(
     job_id = make_job(store, [jpeg()] * 8)
     engine = FakeEngine()
     # The cancel lands while the first batch is in the model.
-    engine.on_batch = lambda: store.redis.hset(Keys.job(job_id), "status", "cancelled")
+
+    def cancel() -> None:
+        store.redis.hset(Keys.job(job_id), "status", "cancelled")
+
+    engine.on_batch = cancel
     outcome = chunk(store, engine, job_id, list(range(8)), batch_size=4)
     assert outcome.stopped and outcome.written == 0
     assert engine.batches == [4]
@@ -166,7 +179,8 @@ def test_serve_prediction_answers_with_the_label_model_and_version(store: JobSto
     reply = serve_prediction(store, FakeEngine, "p", LIMITS)
     assert reply is not None and reply["ok"]
     assert (reply["label"], reply["model"]) == ("dog", {"name": "catdog", "version": "fake-1"})
-    assert json.loads(store.redis.lpop(Keys.predict_reply("p")) or b"{}")["label"] == "dog"
+    raw = store.redis.lpop(Keys.predict_reply("p"))
+    assert isinstance(raw, bytes) and json.loads(raw)["label"] == "dog"
 
 
 def test_serve_prediction_answers_an_error_for_a_bad_image_or_a_missing_model(
