@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     # Flower basic auth ("user:password").
     flower_basic_auth: SecretStr = SecretStr("admin:admin")
 
+    # Monitoring. Worker children's metrics are merged by one exporter in the worker's main
+    # process (prometheus_client multiprocess mode); -1 turns the exporter off.
+    worker_metrics_port: int = Field(default=9100, ge=-1, le=65535)
+    # Live quality: sliding windows over the last N feedback outcomes / predictions.
+    quality_window: int = Field(default=500, gt=0)
+    quality_record_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    quality_reference_ttl_s: float = Field(default=600.0, gt=0)
+    quality_max_models: int = Field(default=5, gt=0)
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> "Settings":
         # Fail fast: a production deployment with the default secrets is worse than none.
