@@ -51,6 +51,10 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, bins: int) -> 
         float(roc_auc_score(labels, probs[:, 1])) if len(set(labels)) > 1 else float("nan")
     )
     out["ece"] = expected_calibration_error(labels, probs, bins)
+    # Reference values for the live drift gauges: what the served model's predictions look
+    # like on held-out data.
+    out["mean_confidence"] = float(probs.max(axis=1).mean())
+    out["predicted_cat_share"] = float((predicted == CLASSES.index("cat")).mean())
     return out
 
 
