@@ -37,8 +37,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_routes": task_routes(settings),
         "task_default_queue": settings.bulk_queue,
-        # Results travel through our own Redis keys (common.jobstore), not Celery's backend.
+        # Results travel through our own Redis keys (common.jobstore); Celery's backend only
+        # records revoked chunks (a cancel), so tasks ignore results and publishers pass
+        # ignore_result=True, which keeps them from subscribing to result channels.
         "task_ignore_result": True,
+        "result_backend": settings.redis_url,
+        "result_expires": settings.job_ttl_s,
         # A task is acknowledged after it ran; if its process dies the message goes back.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

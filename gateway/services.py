@@ -74,6 +74,7 @@ class Dispatcher:
                 task_id=prediction_id,
                 # A prediction nobody waits for any more is discarded unread.
                 expires=self.settings.predict_timeout_s,
+                ignore_result=True,
             )
 
         await self._run(send)
@@ -86,6 +87,7 @@ class Dispatcher:
                     args=[job_id, n, indices, request_id],
                     queue=self.settings.bulk_queue,
                     task_id=chunk_task_id(job_id, n),
+                    ignore_result=True,
                 )
 
         await self._run(send)
@@ -98,7 +100,7 @@ class Dispatcher:
     async def callback(self, job_id: str) -> None:
         await self._run(
             lambda: self.celery.send_task(
-                CALLBACK_TASK, args=[job_id], queue=self.settings.bulk_queue
+                CALLBACK_TASK, args=[job_id], queue=self.settings.bulk_queue, ignore_result=True
             )
         )
 

@@ -91,7 +91,7 @@ def _after_job_end(job_id: str) -> None:
         return
     log.info("job finished", extra={**record.summary()})
     if record.callback_url:
-        send_callback.apply_async(args=[job_id])
+        send_callback.apply_async(args=[job_id], ignore_result=True)
 
 
 @app.task(name=CALLBACK_TASK, bind=True, ignore_result=True, max_retries=None)
