@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Worker runtime.
     batch_size: int = Field(default=32, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Torch threads per model-owning worker process on CPU; 0: the cores divided among them.
+    worker_threads: int = Field(default=0, ge=0)
     max_deliveries: int = Field(default=3, gt=0)
     worker_max_memory_per_child_kb: int = Field(default=2_000_000, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)

@@ -98,7 +98,7 @@ def select_device(settings: Settings, identity: Identity) -> str:
                 extra={"concurrency": identity.concurrency},
             )
     else:
-        torch.set_num_threads(cpu_threads(identity.concurrency))
+        torch.set_num_threads(settings.worker_threads or cpu_threads(identity.concurrency))
     return device
 
 

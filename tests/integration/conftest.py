@@ -71,11 +71,16 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path) -> Pat
     y = torch.tensor([label_index(p.name.split(".")[0]) for p in paths])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(5):
-        loss = F.cross_entropy(model(x), y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine, 2 threads are several times slower
+    try:
+        for _ in range(5):
+            loss = F.cross_entropy(model(x), y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("model") / "checkpoint.pt"
     save_checkpoint(path, model, config, {"model_name": "catdog", "model_version": "fixture-1"})
     return path
@@ -88,11 +93,16 @@ def in_process() -> Callable[[Path, list[bytes]], list[dict[str, float]]]:
     def predict(checkpoint_path: Path, images: list[bytes]) -> list[dict[str, float]]:
         model, config, _ = load_checkpoint(checkpoint_path)
         out = []
-        with torch.inference_mode():
-            for data in images:
-                x = preprocess_batch([decode_image(data).image], config)  # (1, 3, S, S)
-                row = torch.softmax(model(x), dim=1)[0].tolist()
-                out.append(dict(zip(config.classes, row, strict=True)))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the stack's workers share these cores: no oversubscription
+        try:
+            with torch.inference_mode():
+                for data in images:
+                    x = preprocess_batch([decode_image(data).image], config)  # (1, 3, S, S)
+                    row = torch.softmax(model(x), dim=1)[0].tolist()
+                    out.append(dict(zip(config.classes, row, strict=True)))
+        finally:
+            torch.set_num_threads(threads)
         return out
 
     return predict

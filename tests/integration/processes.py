@@ -174,11 +174,15 @@ class Stack:
     def client(self, timeout_s: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout_s)
 
-    def add_worker(self, name: str, concurrency: int = 1, **settings: Any) -> Process:
+    def add_worker(
+        self, name: str, concurrency: int = 1, wait: bool = True, **settings: Any
+    ) -> Process:
+        """Start a worker; with `wait`, return once each of its processes has a model."""
         env = {**self.env, **{f"CATDOG_{k.upper()}": str(v) for k, v in settings.items()}}
         proc = start_worker(name, env, self.log_dir, concurrency)
         self.processes.append(proc)
-        wait_for_worker(self.redis_url, name, concurrency, proc)
+        if wait:
+            wait_for_worker(self.redis_url, name, concurrency, proc)
         return proc
 
     def worker_logs(self) -> str:
@@ -198,10 +202,12 @@ def start_stack(log_dir: Path, model_uri: str, workers: int, **settings: Any) ->
     env = service_env(redis_url, model_uri, **settings)
     stack = Stack("", redis_url, env, log_dir, [redis_proc])
     try:
+        # Workers take longest to start (torch): start them first, wait for them last.
+        started = [stack.add_worker(f"w{n + 1}", concurrency=2, wait=False) for n in range(workers)]
         gateway, stack.url = start_gateway(env, log_dir)
         stack.processes.append(gateway)
-        for n in range(workers):
-            stack.add_worker(f"w{n + 1}", concurrency=2)
+        for proc in started:
+            wait_for_worker(redis_url, proc.name, 2, proc)
     except BaseException:
         stack.stop()
         raise

@@ -28,6 +28,7 @@ SETTINGS = {
     "chunk_size": 10,
     "batch_size": 2,
     "heartbeat_interval_s": 0.5,
+    "worker_threads": 1,  # one process per worker here: two threads would fight the suite
 }
 
 

@@ -90,3 +90,13 @@ def test_a_reload_swaps_the_model_and_a_failed_one_keeps_it(
         assert beat.state == "ready" and beat.error
     finally:
         model_host.stop()
+
+
+def test_worker_threads_overrides_the_core_share(store: JobStore, checkpoint: Path) -> None:
+    settings = Settings(model_uri=str(checkpoint), device="cpu", worker_threads=1)
+    model_host = ModelHost(settings, Identity("w@test", ["bulk"], 1, "prefork"), store)
+    model_host.start()
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        model_host.stop()
