@@ -14,6 +14,8 @@ $(VENV)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	# The `catdog` command (client.cli:main), linked to this checkout.
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 setup: system-deps $(VENV)/.installed
@@ -26,6 +28,9 @@ train: setup
 	DATA="$(DATA)" bash scripts/train-if-needed.sh
 
 up: train
+	bash scripts/serve.sh
+
+serve: setup
 	bash scripts/serve.sh
 
 down:
