@@ -18,7 +18,8 @@ class CatDogModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
         self.model, self.config, _ = load_checkpoint(Path(context.artifacts["checkpoint"]))
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
+    # No type hints on predict: MLflow would try to infer a signature from them; ours is explicit.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import torch
 
         with torch.no_grad():
