@@ -78,6 +78,19 @@ class History:
         plt.close(fig)
 
 
+@dataclass
+class FitRun:
+    """What every training phase works on: the model, its data and the shared history."""
+
+    model: nn.Module
+    config: ModelConfig
+    cfg: TrainParams
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    device: torch.device
+    history: History = field(default_factory=History)
+
+
 class EarlyStopping:
     """Keeps the best weights and says when `patience` epochs brought no improvement."""
 
@@ -180,32 +193,30 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-def fit_head_on_features(
-    model: nn.Module,
-    config: ModelConfig,
-    cfg: TrainParams,
-    train_samples: list[Sample],
-    val_samples: list[Sample],
-    device: torch.device,
-    history: History,
-) -> None:
-    """Phase 1: backbone frozen, so its features are computed once (plain view plus augmented
-    views of the training set) and only the classifier trains, for many cheap epochs."""
-    plain, augmented = eval_transform(config), train_transform(config, _augmentation(cfg))
+def _cached_features(run: FitRun) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backbone features of `feature_views` views of the train set (the plain one first, then
+    augmented ones) and of the plain validation set: x_train, y_train, x_val, y_val."""
+    cfg = run.cfg
+    plain = eval_transform(run.config)
+    augmented = train_transform(run.config, _augmentation(cfg))
     x_parts, y_parts = [], []
     for view in range(cfg.feature_views):
-        loader = _loader(
-            train_samples, plain if view == 0 else augmented, cfg, False, cfg.seed + view
-        )
-        x, y = extract_features(
-            model, loader, device, f"features train view {view + 1}/{cfg.feature_views}"
-        )
+        transform = plain if view == 0 else augmented
+        loader = _loader(run.train_samples, transform, cfg, False, cfg.seed + view)
+        desc = f"features train view {view + 1}/{cfg.feature_views}"
+        x, y = extract_features(run.model, loader, run.device, desc)
         x_parts.append(x)
         y_parts.append(y)
-    x_train, y_train = torch.cat(x_parts), torch.cat(y_parts)
-    x_val, y_val = extract_features(
-        model, _loader(val_samples, plain, cfg, False, cfg.seed), device, "features val"
-    )
+    val_loader = _loader(run.val_samples, plain, cfg, False, cfg.seed)
+    x_val, y_val = extract_features(run.model, val_loader, run.device, "features val")
+    return torch.cat(x_parts), torch.cat(y_parts), x_val, y_val
+
+
+def fit_head_on_features(run: FitRun) -> None:
+    """Phase 1: backbone frozen, so its features are computed once and only the classifier
+    trains, for many cheap epochs."""
+    x_train, y_train, x_val, y_val = _cached_features(run)
+    model, cfg, device, history = run.model, run.cfg, run.device, run.history
     head = nn.Sequential(model._dropout, model._fc)  # type: ignore[arg-type]
     head.to(device)
     batches = DataLoader(
@@ -323,25 +334,19 @@ def _evaluate(
 
 
 def fit_end_to_end(
-    model: nn.Module,
-    config: ModelConfig,
-    cfg: TrainParams,
-    train_samples: list[Sample],
-    val_samples: list[Sample],
-    device: torch.device,
-    history: History,
+    run: FitRun,
     *,
     epochs: int,
     lr: float,
     unfreeze_blocks: int | None,
 ) -> None:
     """Augmented end-to-end training of the trainable part, one validation pass per epoch."""
+    model, cfg, device, history = run.model, run.cfg, run.device, run.history
     _set_trainable(model, unfreeze_blocks)
     phase = "scratch" if unfreeze_blocks is None else "finetune"
-    train_loader = _loader(
-        train_samples, train_transform(config, _augmentation(cfg)), cfg, True, cfg.seed
-    )
-    val_loader = _loader(val_samples, eval_transform(config), cfg, False, cfg.seed)
+    augmented = train_transform(run.config, _augmentation(cfg))
+    train_loader = _loader(run.train_samples, augmented, cfg, True, cfg.seed)
+    val_loader = _loader(run.val_samples, eval_transform(run.config), cfg, False, cfg.seed)
     optimizer = _make_optimizer(model, cfg, lr)
     schedule = _make_schedule(optimizer, cfg, epochs * len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None

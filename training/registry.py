@@ -157,27 +157,16 @@ def _decide(
             True,
             f"no {alias} yet: version {version} becomes {alias}",
         )
-    champion_f1 = champion_test_f1(client, name, str(champion.version))
-    if champion_f1 is None or test_f1 > champion_f1 + margin:
-        return PromotionDecision(
-            name,
-            version,
-            test_f1,
-            str(champion.version),
-            champion_f1,
-            True,
-            f"test F1 {test_f1:.4f} beats {alias} v{champion.version} "
-            f"({champion_f1}) by more than {margin}",
-        )
+    champion_version = str(champion.version)
+    champion_f1 = champion_test_f1(client, name, champion_version)
+    promoted = champion_f1 is None or test_f1 > champion_f1 + margin
+    verdict = "beats" if promoted else "does not beat"
+    reason = (
+        f"test F1 {test_f1:.4f} {verdict} {alias} v{champion_version} "
+        f"(F1 {champion_f1}) by more than {margin}" + ("" if promoted else f"; {alias} stays")
+    )
     return PromotionDecision(
-        name,
-        version,
-        test_f1,
-        str(champion.version),
-        champion_f1,
-        False,
-        f"test F1 {test_f1:.4f} does not beat {alias} v{champion.version} "
-        f"({champion_f1:.4f}) by more than {margin}; {alias} stays",
+        name, version, test_f1, champion_version, champion_f1, promoted, reason
     )
 
 

@@ -19,7 +19,13 @@ from common.model import ModelConfig, build_model
 from training import registry
 from training.backbones import load_pretrained_backbone
 from training.dataset import read_split
-from training.fitting import History, fit_end_to_end, fit_head_on_features, prepare_model
+from training.fitting import (
+    FitRun,
+    History,
+    fit_end_to_end,
+    fit_head_on_features,
+    prepare_model,
+)
 from training.lineage import data_lineage, git_commit
 from training.params import Params, load_params
 from training.runtime import pick_device, seed_everything, use_all_cores
@@ -59,36 +65,19 @@ def train(params: Params, device: torch.device) -> tuple[torch.nn.Module, ModelC
         len(val_samples),
         device,
     )
-    history = History()
+    run = FitRun(model, config, params.train, train_samples, val_samples, device)
     if from_scratch:
-        fit_end_to_end(
-            model,
-            config,
-            params.train,
-            train_samples,
-            val_samples,
-            device,
-            history,
-            epochs=params.train.epochs,
-            lr=params.train.lr,
-            unfreeze_blocks=None,
-        )
-        return model, config, history
-    fit_head_on_features(model, config, params.train, train_samples, val_samples, device, history)
+        fit_end_to_end(run, epochs=params.train.epochs, lr=params.train.lr, unfreeze_blocks=None)
+        return model, config, run.history
+    fit_head_on_features(run)
     if params.train.finetune_epochs > 0:
         fit_end_to_end(
-            model,
-            config,
-            params.train,
-            train_samples,
-            val_samples,
-            device,
-            history,
+            run,
             epochs=params.train.finetune_epochs,
             lr=params.train.finetune_lr,
             unfreeze_blocks=params.train.unfreeze_blocks,
         )
-    return model, config, history
+    return model, config, run.history
 
 
 def main() -> None:
