@@ -11,6 +11,7 @@ from common.logging_setup import configure_logging
 from common.settings import Settings, get_settings
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
+from gateway.monitoring import build_quality_tracker, install_monitoring
 from gateway.routes import ROUTERS
 from gateway.services import Services
 
@@ -40,6 +41,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _route_server_logs_to_root()
     services = Services(settings)
     app.state.services = services
+    # Live quality (feedback, drift against the test set); opens no connection of its own.
+    app.state.quality = build_quality_tracker(services)
     logging.getLogger(__name__).info(
         "gateway started",
         extra={"realtime_queue": settings.realtime_queue, "bulk_queue": settings.bulk_queue},
@@ -60,6 +63,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.settings = settings or get_settings()
     app.state.configure_logging = configure_logs
     app.add_middleware(RequestContextMiddleware)
+    # Added last, so it wraps the request-id middleware: it counts every request, including
+    # those refused before a route runs, and sees the route template once routing is done.
+    install_monitoring(app)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -23,6 +23,7 @@ from common.errors import (
     UnsupportedMediaTypeError,
 )
 from common.jobstore import JobExpiredError, JobFinishedError, JobNotFoundError
+from gateway.quality import FeedbackConflictError, PredictionNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,11 @@ STATUS_BY_ERROR: dict[type[CatDogError], int] = {
     TooManyFilesError: 413,
     RequestTooLargeError: 413,
     JobNotFoundError: 404,
+    PredictionNotFoundError: 404,
     JobExpiredError: 410,
     JobFinishedError: 409,
     IdempotencyConflictError: 409,
+    FeedbackConflictError: 409,
     QueueFullError: 429,
     ModelNotAvailableError: 503,
     NoWorkerError: 503,

@@ -9,6 +9,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.logging_setup import request_id_var
+from gateway.metrics import route_label
 
 log = logging.getLogger("gateway.access")
 
@@ -57,6 +58,7 @@ class RequestContextMiddleware:
                     "request",
                     extra={
                         "method": scope["method"],
+                        "route": route_label(scope),
                         "path": scope["path"],
                         "status": status,
                         "latency_ms": round((time.perf_counter() - started) * 1000, 2),

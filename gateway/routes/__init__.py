@@ -1,10 +1,16 @@
 """One router per resource; `create_app` includes every router listed in `ROUTERS`.
 
-A new resource (for example `metrics.py` with GET /metrics) adds its router here.
+A new resource adds its router here.
 """
 
 from fastapi import APIRouter
 
-from gateway.routes import health, jobs, predict
+from gateway.routes import feedback, health, jobs, metrics, predict
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, predict.router, jobs.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    predict.router,
+    jobs.router,
+    feedback.router,
+    metrics.router,
+)

@@ -10,6 +10,7 @@ from common.jobstore import TERMINAL, AsyncJobStore, JobNotFoundError
 from gateway.dependencies import RequestIdDep, ServicesDep
 from gateway.errors import BrokerUnavailableError, IdempotencyConflictError
 from gateway.job_uploads import receive_job
+from gateway.monitoring import MetricsDep
 from gateway.openapi import error_responses, multipart_body
 from gateway.schemas import CancelResponse, JobAccepted, JobStatusResponse, JobSummary
 from gateway.services import Services
@@ -74,6 +75,7 @@ async def create_job(
     response: Response,
     services: ServicesDep,
     request_id: RequestIdDep,
+    metrics: MetricsDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -102,8 +104,11 @@ async def create_job(
         if await store.job_exists(job_id):  # created, but its chunks could not all be queued
             await _cancel_quietly(services, job_id)
         raise
-    if record.status in TERMINAL and record.callback_url:  # every file was refused at upload
-        await services.dispatcher.callback(job_id)
+    metrics.observe_job_submitted(record.total)
+    if record.status in TERMINAL:  # every file was refused at upload
+        metrics.observe_job_finished(record.status.value)
+        if record.callback_url:
+            await services.dispatcher.callback(job_id)
     log.info("job accepted", extra={"job_id": job_id, "total": record.total, "chunks": len(chunks)})
     return _accepted(JobSummary.from_record(record), request, response)
 
@@ -130,10 +135,11 @@ async def get_job(
     response_model=CancelResponse,
     responses=error_responses(404, 409, 410),
 )
-async def cancel_job(job_id: JobId, services: ServicesDep) -> CancelResponse:
+async def cancel_job(job_id: JobId, services: ServicesDep, metrics: MetricsDep) -> CancelResponse:
     """Cancel a queued or running job; items finished before the cancel keep their results."""
     record, changed = await services.store.cancel(job_id)
     if changed:
+        metrics.observe_job_finished("cancelled")
         await _after_cancel(services, job_id, record.chunks, record.total, record.callback_url)
         log.info("job cancelled", extra={"job_id": job_id, "done": record.done})
     return CancelResponse.from_record(record)

@@ -4,11 +4,15 @@ import logging
 import time
 import uuid
 
+import redis
 from fastapi import APIRouter, Request
 
+from common.quality import ModelRef
 from gateway.dependencies import RequestIdDep, ServicesDep
 from gateway.errors import PredictTimeoutError, error_from_reply
+from gateway.monitoring import MetricsDep, QualityDep
 from gateway.openapi import error_responses, multipart_body
+from gateway.quality import QualityTracker
 from gateway.schemas import ModelInfo, PredictResponse
 from gateway.uploads import read_single_file
 
@@ -33,7 +37,11 @@ PREDICT_BODY = multipart_body(
     openapi_extra=PREDICT_BODY,
 )
 async def predict(
-    request: Request, services: ServicesDep, request_id: RequestIdDep
+    request: Request,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    metrics: MetricsDep,
+    quality: QualityDep,
 ) -> PredictResponse:
     """Classify one photo (multipart field `file`) as cat or dog."""
     started = time.perf_counter()
@@ -47,8 +55,10 @@ async def predict(
     store = services.store
     ttl = int(settings.predict_timeout_s) + IMAGE_TTL_MARGIN_S
     await store.put_predict_image(prediction_id, upload.data, ttl)
+    queued = time.perf_counter()
     await services.dispatcher.predict(prediction_id, request_id)
     reply = await store.await_predict_reply(prediction_id, settings.predict_timeout_s)
+    metrics.observe_worker_wait(settings.realtime_queue, time.perf_counter() - queued)
     if reply is None:
         await store.abandon_predict(prediction_id)
         raise PredictTimeoutError(
@@ -59,13 +69,17 @@ async def predict(
 
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
     model = ModelInfo(**reply["model"])
+    label, probability = str(reply["label"]), float(reply["probability"])
+    metrics.observe_prediction(label, probability, model.name, model.version)
+    await _remember(quality, request_id, label, probability, ModelRef(model.name, model.version))
     log.info(
         "prediction served",
         extra={
+            "route": "/predict",
             "model_name": model.name,
             "model_version": model.version,
-            "label": reply["label"],
-            "probability": round(reply["probability"], 6),
+            "label": label,
+            "probability": round(probability, 6),
             "latency_ms": latency_ms,
             "upload_name": upload.filename,
         },
@@ -78,3 +92,14 @@ async def predict(
         request_id=request_id,
         latency_ms=latency_ms,
     )
+
+
+async def _remember(
+    quality: QualityTracker, request_id: str, label: str, probability: float, model: ModelRef
+) -> None:
+    """Record the answer so POST /feedback can name it; a failed record never fails the
+    prediction the client is waiting for."""
+    try:
+        await quality.record_prediction(request_id, label, probability, model)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("could not record the prediction for feedback", extra={"error": str(exc)})

@@ -2,8 +2,8 @@
 route template, bytes received and rejections by reason; /metrics reads queue depth, ready
 workers and live quality from a real Redis; /feedback moves the live-accuracy gauge.
 
-The app is the real `create_app` with the monitoring pieces added the way phase 2 wires
-them (install_monitoring, the /metrics and /feedback routers, the two error statuses)."""
+The app is the real `create_app`, which installs the monitoring middleware and includes the
+/metrics and /feedback routers."""
 
 from collections.abc import Iterator
 
@@ -16,12 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from common import quality as q
 from common.quality import ModelRef, PredictionRecord
 from common.settings import Settings
-from gateway import errors
 from gateway.app import create_app
-from gateway.metrics import GatewayMetrics, rejection_reason, route_label
-from gateway.monitoring import install_monitoring
+from gateway.errors import STATUS_BY_ERROR
+from gateway.metrics import GatewayMetrics, MetricsMiddleware, rejection_reason, route_label
 from gateway.quality import FeedbackConflictError, PredictionNotFoundError, QualityTracker
-from gateway.routes import feedback, metrics
 
 
 def monitored_app(redis_url: str) -> FastAPI:
@@ -31,18 +29,11 @@ def monitored_app(redis_url: str) -> FastAPI:
         environment="test",
         mlflow_tracking_uri="http://127.0.0.1:1",  # no MLflow: offline values stay unknown
     )
-    app = create_app(settings, configure_logs=False)
-    install_monitoring(app)
-    app.include_router(metrics.router)
-    app.include_router(feedback.router)
-    return app
+    return create_app(settings, configure_logs=False)
 
 
 @pytest.fixture
-def client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    # Until phase 2 adds them to gateway/errors.py.
-    monkeypatch.setitem(errors.STATUS_BY_ERROR, PredictionNotFoundError, 404)
-    monkeypatch.setitem(errors.STATUS_BY_ERROR, FeedbackConflictError, 409)
+def client(redis_url: str) -> Iterator[TestClient]:
     with TestClient(monitored_app(redis_url)) as test_client:
         yield test_client
 
@@ -213,6 +204,17 @@ def test_the_tracker_is_built_once_per_app(client: TestClient) -> None:
     tracker = client.app.state.quality  # type: ignore[attr-defined]
     client.get("/metrics")
     assert isinstance(tracker, QualityTracker) and client.app.state.quality is tracker  # type: ignore[attr-defined]
+
+
+def test_create_app_wires_monitoring_once(redis_url: str) -> None:
+    app = monitored_app(redis_url)
+    assert [m.cls for m in app.user_middleware].count(MetricsMiddleware) == 1
+    paths = app.openapi()["paths"]
+    assert "get" in paths["/metrics"] and "post" in paths["/feedback"]
+    assert (STATUS_BY_ERROR[PredictionNotFoundError], STATUS_BY_ERROR[FeedbackConflictError]) == (
+        404,
+        409,
+    )
 
 
 def test_route_label_and_rejection_reason_helpers() -> None:
