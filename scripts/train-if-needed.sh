@@ -17,8 +17,9 @@ if [[ -n "${DATA:-}" ]]; then
     echo "catdog: DATA=$DATA is not a folder" >&2
     exit 2
   fi
-  echo "catdog: training on local folder $DATA"
-  dvc exp run -S "data.source=$DATA"
+  echo "catdog: training on local folder $DATA (params.yaml data.source is set to it)"
+  python -m training.params set data.source "$DATA"
+  dvc repro
 else
   echo "catdog: training on the Kaggle source in params.yaml (set DATA=PATH for a local folder)"
   dvc repro

@@ -88,3 +88,31 @@ class Params(_Strict):
 def load_params(path: Path = PARAMS_FILE) -> Params:
     raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     return Params.model_validate(raw)
+
+
+def set_param(dotted_key: str, value: str, path: Path = PARAMS_FILE) -> None:
+    """Set one parameter in params.yaml, keeping its comments and layout, and validate the
+    result. `make up DATA=PATH` uses this rather than `dvc exp run -S`, which needs a git
+    identity and detaches HEAD while it runs."""
+    from ruamel.yaml import YAML
+
+    yaml_rt = YAML()
+    document = yaml_rt.load(path.read_text())
+    *parents, leaf = dotted_key.split(".")
+    node = document
+    for key in parents:
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(f"{dotted_key} is not a parameter in {path}")
+    node[leaf] = yaml.safe_load(value) if value.strip() else value
+    with path.open("w") as handle:
+        yaml_rt.dump(document, handle)
+    load_params(path)  # fail now, not in the middle of a pipeline run
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "set":
+        sys.exit("usage: python -m training.params set DOTTED.KEY VALUE")
+    set_param(sys.argv[2], sys.argv[3])
