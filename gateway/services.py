@@ -5,6 +5,7 @@ Publishing with Celery is blocking socket I/O, so it runs in a worker thread; ev
 waits (results, heartbeats, queue depth) uses redis.asyncio on the event loop.
 """
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,10 @@ def evaluate_readiness(heartbeats: Sequence[Heartbeat], queues: Sequence[str]) -
 
 
 class Dispatcher:
-    """Publishes tasks (JSON, by name) without importing the worker's code."""
+    """Publishes tasks (JSON, by name) without importing the worker's code.
+
+    Prediction and chunk tasks carry `enqueued_at` (epoch seconds) so the worker can measure
+    how long they waited in the queue."""
 
     def __init__(self, celery: Celery, settings: Settings) -> None:
         self.celery = celery
@@ -70,6 +74,7 @@ class Dispatcher:
             self.celery.send_task(
                 PREDICT_TASK,
                 args=[prediction_id, request_id],
+                kwargs={"enqueued_at": time.time()},
                 queue=self.settings.realtime_queue,
                 task_id=prediction_id,
                 # A prediction nobody waits for any more is discarded unread.
@@ -81,10 +86,12 @@ class Dispatcher:
 
     async def chunks(self, job_id: str, chunks: list[list[int]], request_id: str | None) -> None:
         def send() -> None:
+            enqueued_at = time.time()
             for n, indices in enumerate(chunks):
                 self.celery.send_task(
                     CHUNK_TASK,
                     args=[job_id, n, indices, request_id],
+                    kwargs={"enqueued_at": enqueued_at},
                     queue=self.settings.bulk_queue,
                     task_id=chunk_task_id(job_id, n),
                     ignore_result=True,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local serving stack (`make up` runs it after training):
 #   Redis        started here only if none answers at CATDOG_REDIS_URL
-#   worker(s)    WORKERS Celery workers (default 1), WORKER_CONCURRENCY processes each (2)
-#   gateway      http://127.0.0.1:8000 (GATEWAY_PORT)
+#   worker(s)    WORKERS Celery workers (default 1), WORKER_CONCURRENCY processes each (2);
+#                worker N exports its metrics on WORKER_METRICS_PORT + N - 1 (9100, 9101, ...)
+#   gateway      http://127.0.0.1:8000 (GATEWAY_PORT), metrics at /metrics
 #   Flower       http://127.0.0.1:5555 (FLOWER_PORT), basic auth CATDOG_FLOWER_BASIC_AUTH
 # Every process gets its own process group and a pid file in run/; Ctrl-C here, or
 # `make down` from another shell, stops exactly what this script started (scripts/stop.sh).
@@ -17,6 +18,7 @@ WORKERS=${WORKERS:-1}
 WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
 FLOWER_PORT=${FLOWER_PORT:-5555}
+WORKER_METRICS_PORT=${WORKER_METRICS_PORT:-9100}
 export CATDOG_REDIS_URL=${CATDOG_REDIS_URL:-redis://127.0.0.1:6379/0}
 export CATDOG_MODEL_URI=${CATDOG_MODEL_URI:-models:/catdog@champion}
 export PYTHONUNBUFFERED=1
@@ -69,7 +71,14 @@ fi
 
 queues="${CATDOG_REALTIME_QUEUE:-realtime},${CATDOG_BULK_QUEUE:-bulk}"
 for i in $(seq "$WORKERS"); do
-  start "worker$i" celery -A worker.celery_app:app worker -Q "$queues" \
+  # Each worker's pool processes write their metrics under a directory of its own, which its
+  # main process merges on its own port; prometheus_client reads the variable at import, so
+  # it is set for this worker's processes only (not Flower, not the gateway).
+  metrics_dir="$RUN_DIR/prometheus/worker$i"
+  rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
+  start "worker$i" env PROMETHEUS_MULTIPROC_DIR="$PWD/$metrics_dir" \
+    CATDOG_WORKER_METRICS_PORT=$((WORKER_METRICS_PORT + i - 1)) \
+    celery -A worker.celery_app:app worker -Q "$queues" \
     --concurrency "$WORKER_CONCURRENCY" --hostname "worker$i@%h" --loglevel INFO
 done
 start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
@@ -90,6 +99,7 @@ cat <<MSG
 catdog is up:
   API        http://127.0.0.1:$GATEWAY_PORT        (docs: http://127.0.0.1:$GATEWAY_PORT/docs)
   readiness  http://127.0.0.1:$GATEWAY_PORT/readyz
+  metrics    http://127.0.0.1:$GATEWAY_PORT/metrics, workers http://127.0.0.1:$WORKER_METRICS_PORT/metrics (+1 per worker)
   Flower     http://127.0.0.1:$FLOWER_PORT        (basic auth: CATDOG_FLOWER_BASIC_AUTH)
   logs       $LOG_DIR/
 Try: python -m client predict ../shared/data/petimages-180/Cat/1.jpg

@@ -7,6 +7,10 @@ Both kinds can consume the same queues.
 
 Importing this module opens no connection and does not import torch (the health check and
 the reload command import it); the model loads in `worker_process_init`.
+
+Metrics: the main process serves every pool process's metrics on
+`settings.worker_metrics_port` (worker/metrics.py, prometheus_client multiprocess mode);
+`PROMETHEUS_MULTIPROC_DIR` must name a directory of this worker alone.
 """
 
 import logging
@@ -17,7 +21,7 @@ from celery import signals
 from common.logging_setup import configure_logging
 from common.messaging import make_celery
 from common.settings import get_settings
-from worker import runtime
+from worker import metrics, runtime
 
 app = make_celery(get_settings(), "catdog-worker", include=["worker.tasks"])
 
@@ -29,6 +33,26 @@ def _configure_logging(**_: Any) -> None:
     # Connecting this signal stops Celery from installing its own handlers.
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_init.connect
+def _start_metrics_exporter(**_: Any) -> None:
+    # Main process, before the pool forks: files of an earlier run would be summed in.
+    port = get_settings().worker_metrics_port
+    metrics.reset_multiproc_dir()
+    try:
+        metrics.start_metrics_server(port)
+    except OSError as exc:  # the port is taken: the worker still serves, without metrics
+        log.error("worker metrics exporter not started", extra={"port": port, "error": str(exc)})
+
+
+@signals.task_failure.connect
+def _count_task_failure(
+    sender: Any = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    # A task that raised for good (retries exhausted); the reason is the exception's class.
+    name = getattr(sender, "name", None) or "unknown"
+    metrics.observe_task_failure(str(name), type(exception).__name__ if exception else "unknown")
 
 
 @signals.celeryd_after_setup.connect
@@ -52,8 +76,10 @@ def _load_model(sender: str | None = None, **_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
-def _forget_model(**_: Any) -> None:
+def _forget_model(pid: int | None = None, **_: Any) -> None:
     runtime.stop_model_host()
+    if pid is not None:  # its live gauges (the model it served) leave the exporter
+        metrics.on_child_exit(pid)
 
 
 @signals.worker_shutdown.connect

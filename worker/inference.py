@@ -10,6 +10,9 @@ forward passes. Redelivery and cancellation rules live here:
   isolated and only it pays for the crashes.
 - Before each batch the job's status is read, and the store refuses every write once the
   job is cancelled: no item finishes after a cancel is acknowledged.
+
+Every forward pass, prediction and failed item is counted in `worker.metrics`; the job items
+a chunk wrote are recorded for live quality (`common.quality`), so feedback can name them.
 """
 
 import logging
@@ -18,11 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import redis
 from PIL import Image
 
 from common.errors import CatDogError
 from common.imaging import ImageLimits, decode_image
 from common.jobstore import ItemResult, JobStatus, JobStore
+from common.quality import QualityConfig, job_item_records, record_predictions_sync
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +58,51 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+def _observe_queue_wait(queue: str, enqueued_at: float | None, items: int) -> None:
+    # Wall clocks of the gateway and the worker: both read time.time() (NTP-synchronised).
+    if enqueued_at is not None and items > 0:
+        metrics.observe_queue_wait(queue, time.time() - enqueued_at, items)
+
+
+def _timed_predict(
+    engine: Engine, images: Sequence[Image.Image], queue: str
+) -> list[PredictionLike]:
+    """One forward pass, its size and time counted (only when it succeeds)."""
+    started = time.perf_counter()
+    predictions = list(engine.predict(images))
+    metrics.observe_batch(queue, len(images), time.perf_counter() - started)
+    return predictions
+
+
+def _observe_results(queue: str, results: Sequence[ItemResult]) -> None:
+    for r in results:
+        if r.ok and r.label is not None:
+            metrics.observe_prediction(
+                queue,
+                r.label,
+                float(r.probability or 0.0),
+                r.model_name or "",
+                r.model_version or "",
+            )
+        else:
+            metrics.observe_item_failure(queue, r.error.reason if r.error else "unknown")
+
+
 # --- /predict ----------------------------------------------------------------------------
 
 
 def serve_prediction(
-    store: JobStore, engine_of: Callable[[], Engine], pid: str, limits: ImageLimits
+    store: JobStore,
+    engine_of: Callable[[], Engine],
+    pid: str,
+    limits: ImageLimits,
+    *,
+    queue: str = "realtime",
+    enqueued_at: float | None = None,
 ) -> dict[str, Any] | None:
     """Predict the image stored under `pid` and push the answer for the waiting gateway."""
     started = time.perf_counter()
+    _observe_queue_wait(queue, enqueued_at, 1)
     data = store.predict_image(pid)
     if data is None:  # the gateway gave up (timeout) or the image expired
         log.warning("prediction abandoned before it ran", extra={"prediction_id": pid})
@@ -67,14 +110,22 @@ def serve_prediction(
     try:
         engine = engine_of()
         image = decode_image(data, limits).image
-        prediction = engine.predict([image])[0]
+        prediction = _timed_predict(engine, [image], queue)[0]
     except CatDogError as exc:
         reply: dict[str, Any] = {"ok": False, "error": {"reason": exc.reason, "message": str(exc)}}
-        log.warning("prediction failed", extra={"reason": exc.reason, "latency_ms": _ms(started)})
+        metrics.observe_item_failure(queue, exc.reason)
+        log.warning(
+            "prediction failed",
+            extra={"prediction_id": pid, "reason": exc.reason, "latency_ms": _ms(started)},
+        )
     except Exception as exc:
-        log.exception("prediction failed")
+        log.exception("prediction failed", extra={"prediction_id": pid})
+        metrics.observe_item_failure(queue, "inference_failed")
         reply = {"ok": False, "error": {"reason": "inference_failed", "message": str(exc)}}
     else:
+        metrics.observe_prediction(
+            queue, prediction.label, prediction.probability, engine.name, engine.version
+        )
         reply = {
             "ok": True,
             "label": prediction.label,
@@ -86,6 +137,7 @@ def serve_prediction(
         log.info(
             "prediction",
             extra={
+                "task": "predict",
                 "prediction_id": pid,
                 "model_name": engine.name,
                 "model_version": engine.version,
@@ -119,7 +171,12 @@ def run_chunk(
     batch_size: int,
     max_deliveries: int,
     limits: ImageLimits,
+    queue: str = "bulk",
+    enqueued_at: float | None = None,
+    quality: QualityConfig | None = None,
 ) -> ChunkOutcome:
+    """Run the chunk's unfinished items in batches. With `quality`, the items written are
+    recorded for live quality (feedback by job id and index, the prediction-mix window)."""
     started = time.perf_counter()
     status, deliveries = store.start_chunk(job_id, chunk)
     context = {"job_id": job_id, "chunk": chunk, "deliveries": deliveries}
@@ -127,34 +184,60 @@ def run_chunk(
         log.info("chunk skipped", extra={**context, "job_status": status and status.value})
         return ChunkOutcome(skipped=True)
     pending = store.unfinished(job_id, indices)
+    _observe_queue_wait(queue, enqueued_at, len(pending))
     step = 1 if deliveries > 1 else batch_size
     written, finished, stopped = 0, False, False
+    labels: dict[str, int] = {}
     for start in range(0, len(pending), step):
         batch = pending[start : start + step]
         if store.status(job_id) is not JobStatus.RUNNING:
             stopped = True
             break
-        results = run_batch(store, engine, job_id, batch, max_deliveries, limits)
+        results = run_batch(store, engine, job_id, batch, max_deliveries, limits, queue=queue)
+        _observe_results(queue, results)
         completion = store.complete(job_id, results)
         store.drop_images(job_id, batch)
         if not completion.accepted:
             stopped = True
             break
+        if quality is not None:
+            _record_quality(store, job_id, results, quality)
+        for r in results:
+            key = r.label if r.ok and r.label else "failed"
+            labels[key] = labels.get(key, 0) + 1
         written += completion.written
         finished = finished or completion.finished
     log.info(
         "chunk done",
         extra={
             **context,
+            "task": "run_chunk",
             "items": len(indices),
             "written": written,
             "stopped": stopped,
+            "labels": labels,
             "model_name": engine.name,
             "model_version": engine.version,
             "latency_ms": _ms(started),
         },
     )
     return ChunkOutcome(written=written, stopped=stopped, finished=finished)
+
+
+def _record_quality(
+    store: JobStore, job_id: str, results: Sequence[ItemResult], quality: QualityConfig
+) -> None:
+    # Best effort: the results are stored; a lost quality record only costs feedback on it
+    # (the gateway also finds job items in the job store).
+    try:
+        record_predictions_sync(
+            store.redis,
+            job_item_records(job_id, results),
+            ttl_s=quality.record_ttl_s,
+            window=quality.window,
+        )
+    except redis.RedisError as exc:
+        log.warning("could not record job items for live quality", extra={"error": str(exc)})
 
 
 def run_batch(
@@ -164,6 +247,8 @@ def run_batch(
     batch: Sequence[int],
     max_deliveries: int,
     limits: ImageLimits,
+    *,
+    queue: str = "bulk",
 ) -> list[ItemResult]:
     """Results for `batch`: decode each image, then one forward pass for the good ones."""
     attempts = store.count_attempts(job_id, batch)
@@ -191,23 +276,23 @@ def run_batch(
             decoded.append(index)
         except CatDogError as exc:
             results[index] = ItemResult.failure(index, exc.reason, exc.message)
-    for index, result in zip(decoded, _predict(engine, images), strict=True):
+    for index, result in zip(decoded, _predict(engine, images, queue), strict=True):
         results[index] = replace(result, index=index)
     return [results[index] for index in batch]
 
 
-def _predict(engine: Engine, images: Sequence[Image.Image]) -> list[ItemResult]:
+def _predict(engine: Engine, images: Sequence[Image.Image], queue: str) -> list[ItemResult]:
     """One forward pass; if it fails, each image alone, so one bad item fails only itself."""
     if not images:
         return []
     try:
-        predictions = engine.predict(images)
+        predictions = _timed_predict(engine, images, queue)
     except Exception as exc:
         if len(images) == 1:
             log.exception("inference failed for an item")
             return [ItemResult.failure(-1, "inference_failed", str(exc))]
         log.warning("batch inference failed; retrying item by item", extra={"error": str(exc)})
-        return [result for image in images for result in _predict(engine, [image])]
+        return [result for image in images for result in _predict(engine, [image], queue)]
     return [
         ItemResult(
             index=-1,

@@ -31,6 +31,7 @@ from common.errors import ModelNotAvailableError
 from common.imaging import ImageLimits
 from common.jobstore import Heartbeat, JobStore
 from common.settings import Settings
+from worker import metrics
 
 if TYPE_CHECKING:
     from worker.engine import InferenceEngine
@@ -165,6 +166,7 @@ class ModelHost:
             engine = InferenceEngine(loaded, self.device, self.settings.batch_size)
             engine.warm_up()
         except Exception as exc:
+            metrics.observe_model_load(time.perf_counter() - started, ok=False)
             self.error = str(exc)
             self.state = "ready" if self._engine is not None else "failed"
             if generation is not None:
@@ -182,6 +184,8 @@ class ModelHost:
         self.error = None
         if generation is not None:
             self.generation = generation
+        metrics.observe_model_load(time.perf_counter() - started, ok=True)
+        metrics.set_model(engine.name, engine.version, self.device)
         log.info(
             "model ready",
             extra={

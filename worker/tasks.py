@@ -11,8 +11,9 @@ from common.errors import ModelNotAvailableError
 from common.jobstore import ItemResult, JobStore
 from common.logging_setup import request_id_var
 from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK
+from common.quality import QualityConfig
 from common.settings import get_settings
-from worker import callbacks, inference, runtime
+from worker import callbacks, inference, metrics, runtime
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,19 @@ def _store() -> JobStore:
 
 
 @app.task(name=PREDICT_TASK, ignore_result=True)
-def predict(prediction_id: str, request_id: str | None = None) -> None:
+def predict(
+    prediction_id: str, request_id: str | None = None, enqueued_at: float | None = None
+) -> None:
     token = request_id_var.set(request_id)
+    settings = get_settings()
     try:
         inference.serve_prediction(
             _store(),
             lambda: runtime.model_host().engine(),
             prediction_id,
-            runtime.image_limits(get_settings()),
+            runtime.image_limits(settings),
+            queue=settings.realtime_queue,
+            enqueued_at=enqueued_at,
         )
     finally:
         request_id_var.reset(token)
@@ -49,7 +55,12 @@ def predict(prediction_id: str, request_id: str | None = None) -> None:
     max_retries=10,
 )
 def run_chunk(
-    self: Task, job_id: str, chunk: int, indices: list[int], request_id: str | None = None
+    self: Task,
+    job_id: str,
+    chunk: int,
+    indices: list[int],
+    request_id: str | None = None,
+    enqueued_at: float | None = None,
 ) -> None:
     token = request_id_var.set(request_id)
     settings = get_settings()
@@ -59,6 +70,7 @@ def run_chunk(
         except ModelNotAvailableError as exc:
             if self.request.retries < MODEL_RETRIES:
                 raise self.retry(countdown=5, exc=exc) from exc
+            metrics.observe_task_failure(CHUNK_TASK, exc.reason)
             _fail_items(job_id, indices, exc)
             return
         outcome = inference.run_chunk(
@@ -70,6 +82,10 @@ def run_chunk(
             batch_size=settings.batch_size,
             max_deliveries=settings.max_deliveries,
             limits=runtime.image_limits(settings),
+            queue=settings.bulk_queue,
+            # A retry waited on purpose (its countdown): only a first delivery's wait counts.
+            enqueued_at=enqueued_at if self.request.retries == 0 else None,
+            quality=QualityConfig.from_settings(settings),
         )
         if outcome.finished:
             _after_job_end(job_id)
@@ -81,6 +97,9 @@ def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) ->
     store = _store()
     pending = store.unfinished(job_id, indices)
     failures = [ItemResult.failure(i, exc.reason, exc.message) for i in pending]
+    queue = get_settings().bulk_queue
+    for _ in failures:
+        metrics.observe_item_failure(queue, exc.reason)
     if store.complete(job_id, failures).finished:
         _after_job_end(job_id)
 
@@ -89,6 +108,7 @@ def _after_job_end(job_id: str) -> None:
     record = _store().job(job_id)
     if record is None:
         return
+    metrics.observe_job_finished(record.status.value)
     log.info("job finished", extra={**record.summary()})
     if record.callback_url:
         send_callback.apply_async(args=[job_id], ignore_result=True)
@@ -110,6 +130,7 @@ def send_callback(self: Task, job_id: str) -> None:
     except callbacks.CallbackError as exc:
         if attempt >= settings.callback_max_attempts:
             store.set_callback_status(job_id, "failed")
+            metrics.observe_task_failure(CALLBACK_TASK, "callback_failed")
             log.error("callback given up", extra={"job_id": job_id, "attempts": attempt})
             return
         store.set_callback_status(job_id, "retrying")

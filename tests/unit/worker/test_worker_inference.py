@@ -1,18 +1,23 @@
 """Chunks and predictions with a fake engine against a real Redis: redelivery skips what is
 done, a poison item fails after max_deliveries, a failing batch isolates its bad item, and a
-cancel stops the chunk."""
+cancel stops the chunk; every batch, prediction and failure is counted, and written job
+items are recorded for feedback."""
 
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
+from common import quality as q
 from common.errors import ModelNotAvailableError
 from common.imaging import ImageLimits
 from common.jobstore import ItemResult, JobStatus, JobStore, Keys
+from common.quality import QualityConfig
 from worker.engine import Prediction
 from worker.inference import ChunkOutcome, run_chunk, serve_prediction
 
@@ -202,3 +207,79 @@ def test_serve_prediction_answers_an_error_for_a_bad_image_or_a_missing_model(
 def test_serve_prediction_skips_an_abandoned_request(store: JobStore) -> None:
     assert serve_prediction(store, FakeEngine, "timed-out", LIMITS) is None
     assert not store.redis.exists(Keys.predict_reply("timed-out"))
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_chunk_counts_its_batches_predictions_failures_and_queue_wait(store: JobStore) -> None:
+    job_id = make_job(store, [jpeg()] * 5 + [b""])
+    before = {
+        "batches": counted("catdog_worker_batch_size_count", queue="bulk"),
+        "images": counted("catdog_worker_batch_size_sum", queue="bulk"),
+        "predicted": counted("catdog_worker_images_total", queue="bulk", outcome="predicted"),
+        "empty": counted("catdog_worker_item_failures_total", reason="empty"),
+        "waits": counted("catdog_worker_queue_wait_seconds_count", queue="bulk"),
+        "dogs": counted(
+            "catdog_worker_predictions_total",
+            label="dog",
+            model_name="catdog",
+            model_version="fake-1",
+        ),
+    }
+    run_chunk(
+        store,
+        FakeEngine(),
+        job_id,
+        0,
+        list(range(6)),
+        batch_size=4,
+        max_deliveries=3,
+        limits=LIMITS,
+        enqueued_at=time.time() - 2,
+    )
+    after = {
+        "batches": counted("catdog_worker_batch_size_count", queue="bulk"),
+        "images": counted("catdog_worker_batch_size_sum", queue="bulk"),
+        "predicted": counted("catdog_worker_images_total", queue="bulk", outcome="predicted"),
+        "empty": counted("catdog_worker_item_failures_total", reason="empty"),
+        "waits": counted("catdog_worker_queue_wait_seconds_count", queue="bulk"),
+        "dogs": counted(
+            "catdog_worker_predictions_total",
+            label="dog",
+            model_name="catdog",
+            model_version="fake-1",
+        ),
+    }
+    delta = {k: after[k] - before[k] for k in before}
+    # Batches [4, 2]: item 5 never reached the model.
+    assert delta == {"batches": 2, "images": 5, "predicted": 5, "empty": 1, "waits": 6, "dogs": 5}
+
+
+def test_a_chunk_records_its_predictions_for_feedback(store: JobStore) -> None:
+    job_id = make_job(store, [jpeg(), b""])
+    config = QualityConfig(window=10, record_ttl_s=60)
+    run_chunk(
+        store,
+        FakeEngine(),
+        job_id,
+        0,
+        [0, 1],
+        batch_size=4,
+        max_deliveries=3,
+        limits=LIMITS,
+        quality=config,
+    )
+    assert store.redis.hget(q.Keys.record(f"job:{job_id}:0"), "label") == b"dog"
+    assert not store.redis.exists(q.Keys.record(f"job:{job_id}:1"))  # failed: nothing to score
+    assert store.redis.lrange(q.Keys.predictions(q.ModelRef("catdog", "fake-1")), 0, -1) == [
+        b"dog 0.800000"
+    ]
+
+
+def test_serve_prediction_counts_one_batch_of_one(store: JobStore) -> None:
+    before = counted("catdog_worker_batch_size_count", queue="realtime")
+    store.redis.set(Keys.predict_image("timed"), jpeg())
+    serve_prediction(store, FakeEngine, "timed", LIMITS, enqueued_at=time.time())
+    assert counted("catdog_worker_batch_size_count", queue="realtime") == before + 1
