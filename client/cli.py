@@ -4,10 +4,12 @@
     catdog jobs submit FOLDER [--wait] [--url URL] [--output FILE] [--format csv|json]
                               [--idempotency-key KEY] [--callback-url URL]
     catdog jobs status JOB_ID | results JOB_ID [--output FILE] | cancel JOB_ID
+    catdog evaluate-deployment --data FOLDER [--min-accuracy 0.9] [--out DIR] [--url URL]
 
 The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000. Exit status: 0 when
 every photo was classified, 1 when some were not (their errors are in the output), 2 when
-the request itself failed.
+the request itself failed. `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
+1 below the gate, 2 could not evaluate.
 """
 
 import argparse
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from client import evaluate_deployment
 from client.api import ApiError, CatdogClient, MultipartBody, find_photos
 from client.output import render, row
 
@@ -152,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
             _output_options(sub)
         sub.set_defaults(run=run)
         subs.append(sub)
+
+    evaluate = commands.add_parser(
+        "evaluate-deployment",
+        help="gate a deployment on a labelled folder sent through the live API",
+        description=evaluate_deployment.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate_deployment.add_arguments(evaluate)
+    evaluate.set_defaults(run=evaluate_deployment.run)
+    subs.append(evaluate)
     for sub in subs:  # `--url` after the command works too
         sub.add_argument("--url", default=argparse.SUPPRESS, help="service URL")
     return parser

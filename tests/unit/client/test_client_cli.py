@@ -3,15 +3,19 @@
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from client import cli
+from client import cli, evaluate_deployment
 from client.api import CatdogClient
 from client.output import COLUMNS, render, row
+
+ROOT = Path(__file__).resolve().parents[3]
 
 PREDICTION = {
     "label": "dog",
@@ -83,3 +87,24 @@ def test_rows_flatten_results_and_item_errors() -> None:
     csv_text = render([row("a.jpg", PREDICTION), row("x.jpg", failed)], "csv")
     assert csv_text.splitlines()[0] == ",".join(COLUMNS)
     assert json.loads(render([row("a.jpg", PREDICTION)], "json"))[0]["p_cat"] == 0.1
+
+
+def test_the_deployment_gates_command_line_is_a_catdog_command() -> None:
+    # docker-compose.yml's `evaluate` service (run by deploy/evaluate.sh in CI) runs exactly
+    # this through `python -m client`; a renamed option would fail the deploy, not this test.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["services"]["evaluate"]["command"]
+    assert command[:4] == ["python", "-m", "client", "evaluate-deployment"]
+    argv = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg) for arg in command[3:]]
+    args = cli.build_parser().parse_args(argv)
+    assert (args.url, args.data, args.min_accuracy) == (
+        "http://gateway:8000",
+        Path("/eval-data"),
+        0.9,
+    )
+    assert args.run is evaluate_deployment.run
+
+
+def test_evaluate_deployment_without_labelled_photos_exits_2(tmp_path: Path) -> None:
+    code = cli.main(["evaluate-deployment", "--url", "http://127.0.0.1:1", "--data", str(tmp_path)])
+    assert code == 2
