@@ -2,6 +2,10 @@
 real photos, the photos themselves (copied out of ../shared/data), and one shared stack
 (real redis-server, a real Celery worker with two prefork children, a real uvicorn gateway)
 for every test whose settings do not differ. Tests that need other settings start their own.
+
+The fixture model carries a registry-style version (`MODEL_VERSION`), and the shared stack
+reads its offline test-set metrics from a stub of MLflow's REST API (`OFFLINE_METRICS`), so
+the live-quality gauges compare live numbers with a test set as they do in production.
 """
 
 import shutil
@@ -18,11 +22,21 @@ from common.imaging import decode_image
 from common.labels import label_index
 from common.model import ModelConfig, build_model
 from common.preprocessing import preprocess_batch
+from tests.integration.mlflow_stub import start_mlflow_stub
 from tests.integration.processes import SHARED_DATA, Stack, start_stack
 
 MB = 1024 * 1024
 KAGGLE = SHARED_DATA / "kaggle-dogs-vs-cats" / "train"
 PETIMAGES = SHARED_DATA / "petimages-180"
+
+MODEL_NAME, MODEL_VERSION = "catdog", "1"
+# What the "evaluate stage" logged for the fixture model (served by the MLflow stub).
+OFFLINE_METRICS = {
+    "accuracy": 0.75,
+    "f1_macro": 0.74,
+    "predicted_cat_share": 0.5,
+    "mean_confidence": 0.6,
+}
 
 # The shared stack's settings: small chunks so a 200-photo job spans many tasks.
 SHARED_SETTINGS = {
@@ -82,7 +96,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path) -> Pat
     finally:
         torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("model") / "checkpoint.pt"
-    save_checkpoint(path, model, config, {"model_name": "catdog", "model_version": "fixture-1"})
+    save_checkpoint(path, model, config, {"model_name": MODEL_NAME, "model_version": MODEL_VERSION})
     return path
 
 
@@ -109,9 +123,23 @@ def in_process() -> Callable[[Path, list[bytes]], list[dict[str, float]]]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Iterator[Stack]:
+def mlflow_url() -> Iterator[str]:
+    """A stub of MLflow's REST API that knows the fixture model's test-set metrics."""
+    stub = start_mlflow_stub(MODEL_NAME, MODEL_VERSION, OFFLINE_METRICS)
+    yield stub.url
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, mlflow_url: str
+) -> Iterator[Stack]:
     running = start_stack(
-        tmp_path_factory.mktemp("shared-stack"), str(checkpoint), workers=1, **SHARED_SETTINGS
+        tmp_path_factory.mktemp("shared-stack"),
+        str(checkpoint),
+        workers=1,
+        mlflow_tracking_uri=mlflow_url,
+        **SHARED_SETTINGS,
     )
     yield running
     running.stop()

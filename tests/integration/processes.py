@@ -1,5 +1,9 @@
 """Real processes for the integration tests: redis-server, Celery workers and uvicorn, each
-on a free port, each in its own process group so a test can SIGKILL a whole worker."""
+on a free port, each in its own process group so a test can SIGKILL a whole worker.
+
+Every process writes its output (JSON log lines) to `<log_dir>/<name>.log`. Each worker gets
+its own metrics exporter port and its own fresh PROMETHEUS_MULTIPROC_DIR, as in a worker
+container, so several workers never share (or fight over) either."""
 
 import os
 import shutil
@@ -15,6 +19,8 @@ from typing import Any
 
 import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from common.jobstore import JobStore
 
@@ -43,11 +49,17 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str, every_s: f
     raise TimeoutError(f"timed out after {timeout_s} s waiting for {what} ({last_error})")
 
 
+# Where stacks read offline (test-set) metrics unless a test names another: nothing listens,
+# so no stack ever reads, or a test run writes to, the project's own mlflow.db.
+NO_MLFLOW = "http://127.0.0.1:9"
+
+
 @dataclass
 class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    metrics_url: str | None = None  # a worker's Prometheus exporter
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -106,6 +118,7 @@ def service_env(redis_url: str, model_uri: str, **settings: Any) -> dict[str, st
             "CATDOG_MODEL_URI": model_uri,
             "CATDOG_ENVIRONMENT": "test",
             "CATDOG_LOG_JSON": "true",
+            "CATDOG_MLFLOW_TRACKING_URI": NO_MLFLOW,
             "PYTHONUNBUFFERED": "1",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
@@ -122,7 +135,18 @@ def start_worker(
     argv += ["-Q", "realtime,bulk", "-c", str(concurrency), "-P", pool]
     argv += ["--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle"]
     argv += ["--without-gossip"]
-    return spawn(name, argv, env, log_dir)
+    metrics_dir = log_dir / f"{name}-prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    port = free_port()
+    env = {
+        **env,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "CATDOG_WORKER_METRICS_PORT": str(port),
+    }
+    proc = spawn(name, argv, env, log_dir)
+    proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return proc
 
 
 def wait_for_worker(redis_url: str, node_prefix: str, processes: int, proc: Process) -> None:
@@ -190,6 +214,12 @@ class Stack:
             p.log() for p in self.processes if not p.name.startswith(("redis", "gateway"))
         )
 
+    def gateway_log(self) -> str:
+        return "".join(p.log() for p in self.processes if p.name.startswith("gateway"))
+
+    def worker(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
@@ -237,3 +267,19 @@ def all_items(client: httpx.Client, job_id: str, page: int = 50) -> list[dict[st
         items += body["results"]["items"]
         offset = body["results"]["next_offset"]
     return items
+
+
+def scrape(url: str) -> list[Sample]:
+    """Every sample a Prometheus endpoint (the gateway's /metrics, a worker's exporter) shows."""
+    response = httpx.get(url, timeout=10)
+    response.raise_for_status()
+    return [s for family in text_string_to_metric_families(response.text) for s in family.samples]
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples named `name` whose labels include `labels`."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )

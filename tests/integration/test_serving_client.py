@@ -33,7 +33,7 @@ def test_predict_prints_one_json_row_per_photo(stack: Stack, photo_dir: Path) ->
     assert [r["filename"] for r in rows] == [p.name for p in photos]
     assert all(r["label"] in ("cat", "dog") and r["error"] is None for r in rows)
     assert all(r["p_cat"] + r["p_dog"] == pytest.approx(1.0) for r in rows)
-    assert {r["model_version"] for r in rows} == {"fixture-1"}
+    assert {r["model_version"] for r in rows} == {"1"}
 
 
 def test_predict_reports_a_bad_photo_in_its_row_and_exits_1(

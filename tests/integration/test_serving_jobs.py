@@ -62,7 +62,7 @@ def test_job_of_200_photos_completes_with_every_item_as_in_process(
     expected = in_process(checkpoint, [p.read_bytes() for p in kaggle])
     for item, reference in zip(items, expected, strict=True):
         assert item["status"] == "succeeded"
-        assert item["model"] == {"name": "catdog", "version": "fixture-1"}
+        assert item["model"] == {"name": "catdog", "version": "1"}
         # Batched forward passes agree with one-at-a-time inference.
         assert item["probabilities"] == pytest.approx(reference, abs=1e-5)
         assert item["probability"] == pytest.approx(reference[item["label"]], abs=1e-5)

@@ -41,7 +41,7 @@ def test_predict_returns_exactly_what_in_process_inference_returns(
         assert body["probabilities"] == pytest.approx(reference, abs=1e-6)
         assert body["label"] == max(reference, key=reference.__getitem__)
         assert body["probability"] == pytest.approx(reference[body["label"]], abs=1e-6)
-        assert body["model"] == {"name": "catdog", "version": "fixture-1"}
+        assert body["model"] == {"name": "catdog", "version": "1"}
         assert body["latency_ms"] > 0
 
 
@@ -67,7 +67,7 @@ def test_predict_carries_the_request_id_into_the_worker_logs(
 
     line = wait_until(worker_line, 5, "the worker's prediction log line")
     assert line["request_id"] == request_id
-    assert line["model_version"] == "fixture-1"
+    assert line["model_version"] == "1"
     assert line["label"] in ("cat", "dog")
     assert "latency_ms" in line and "probability" in line
     assert all(len(str(value)) < 300 for value in line.values())  # never image bytes
@@ -170,7 +170,7 @@ def test_readyz_lists_each_worker_process_with_its_model(client: httpx.Client) -
     assert body["status"] == "ready"
     assert len(body["workers"]) == 2  # one worker, two prefork children, one model each
     for worker in body["workers"]:
-        assert worker["model"] == {"name": "catdog", "version": "fixture-1"}
+        assert worker["model"] == {"name": "catdog", "version": "1"}
         assert set(worker["queues"]) == {"realtime", "bulk"}
     assert client.get("/livez").json() == {"status": "ok"}
     assert client.get("/health").json() == {"status": "ok"}

@@ -106,7 +106,7 @@ def test_reload_moves_workers_to_the_new_model_and_a_failed_load_keeps_the_old(
     if not any(p.alive() and p.name in ("a", "b") for p in lone_stack.processes):
         lone_stack.add_worker("b", concurrency=1)
     photo = sorted((photo_dir / "kaggle").glob("*.jpg"))[0]
-    assert _predicted_version(lone_stack, photo) == "fixture-1"
+    assert _predicted_version(lone_stack, photo) == "1"
 
     model, config, _ = load_checkpoint(model_path)
     save_checkpoint(model_path, model, config, {"model_name": "catdog", "model_version": "v2"})
