@@ -15,9 +15,9 @@
 #    first champion can be registered (through an SSH tunnel) before the first deploy. Later
 #    deploys find it running with the same definition and leave it alone.
 # Run it from a copy of the repository's docker-compose.yml, .env.example and deploy/
-# (README-deploy.md ships them with tar over `gcloud compute ssh`).
+# (README.md, section Deployment ships them with tar over `gcloud compute ssh`).
 #
-# Firewall: open only 22 (SSH) and 80 (the proxy) in the cloud firewall (README-deploy.md has
+# Firewall: open only 22 (SSH) and 80 (the proxy) in the cloud firewall (README.md, section Deployment has
 # the gcloud rule). Docker's published ports bypass ufw/iptables rules on the VM itself, which
 # is why compose publishes MLflow and Prometheus on 127.0.0.1 only and nothing else but the
 # proxy: reach those through `gcloud compute ssh VM -- -L 5000:127.0.0.1:5000`.
@@ -139,7 +139,7 @@ main() {
   make_deploy_root
   start_mlflow
   docker compose version
-  log "done. Next (README-deploy.md): register a champion through a tunnel to MLflow, copy"
+  log "done. Next (README.md, section Deployment): register a champion through a tunnel to MLflow, copy"
   log "labelled photos to $root/eval-data/, add the CircleCI contexts, push to main."
 }
 
