@@ -1,8 +1,6 @@
 """Every bad input gets its 4xx, never a 5xx, through the real server."""
 
 import io
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +8,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.images import png_declaring
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MB = 1024 * 1024
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares `width` x `height` pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 import contextlib
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from common.errors import (
     UnsupportedMediaTypeError,
 )
 from common.imaging import ImageLimits, decode_image
+from tests.images import encode, png_declaring
 
 PHOTO = Path(__file__).resolve().parents[2].parent / "shared/data/petimages-180/Cat/1.jpg"
 
@@ -32,21 +31,6 @@ def jpeg() -> bytes:
 @pytest.fixture(scope="module")
 def picture(jpeg: bytes) -> Image.Image:
     return Image.open(io.BytesIO(jpeg)).convert("RGB")
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose IHDR is patched to claim `width`x`height` (CRC fixed): nothing allocated."""
-    data = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
-    at = data.index(b"IHDR")
-    data[at + 4 : at + 12] = struct.pack(">II", width, height)
-    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
-    return bytes(data)
 
 
 def reason_of(data: bytes, limits: ImageLimits | None = None) -> str:

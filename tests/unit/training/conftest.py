@@ -2,13 +2,13 @@
 unusual files made from them in tmp_path. Nothing is written outside tmp_path."""
 
 import io
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from tests.images import encode, png_declaring
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 PETIMAGES = SHARED_DATA / "petimages-180"
@@ -29,21 +29,6 @@ def photo(petimages: Path) -> Callable[[str], bytes]:
     return lambda name: (petimages / name).read_bytes()
 
 
-def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims `width`x`height`: a bomb that allocates nothing."""
-    data = bytearray(_encode(Image.new("RGB", (1, 1)), "PNG"))
-    at = data.index(b"IHDR")
-    data[at + 4 : at + 12] = struct.pack(">II", width, height)
-    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
-    return bytes(data)
-
-
 @pytest.fixture(scope="session")
 def crafted(photo: Callable[[str], bytes]) -> dict[str, bytes]:
     """Broken and unusual files, all derived from one real cat photo."""
@@ -58,13 +43,13 @@ def crafted(photo: Callable[[str], bytes]) -> dict[str, bytes]:
         "truncated_jpeg": jpeg[: len(jpeg) // 2],
         "text_renamed_jpg": b"this is a text file, not a photo\n" * 20,
         "random_bytes": bytes((i * 7919 + 13) % 251 for i in range(4096)),
-        "tiny_10x10": _encode(base.resize((10, 10)), "JPEG"),
+        "tiny_10x10": encode(base.resize((10, 10)), "JPEG"),
         "bomb_50000x50000": png_declaring(50_000, 50_000),
         "pdf_magic": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
-        "cmyk_jpeg": _encode(base.convert("CMYK"), "JPEG"),
-        "grayscale_jpeg": _encode(base.convert("L"), "JPEG"),
-        "palette_png": _encode(base.convert("P"), "PNG"),
-        "rgba_png": _encode(rgba, "PNG"),
-        "gray16_png": _encode(Image.new("I;16", (64, 48), 40_000), "PNG"),
-        "exif_rotated_jpeg": _encode(base.resize((120, 80)), "JPEG", exif=exif.tobytes()),
+        "cmyk_jpeg": encode(base.convert("CMYK"), "JPEG"),
+        "grayscale_jpeg": encode(base.convert("L"), "JPEG"),
+        "palette_png": encode(base.convert("P"), "PNG"),
+        "rgba_png": encode(rgba, "PNG"),
+        "gray16_png": encode(Image.new("I;16", (64, 48), 40_000), "PNG"),
+        "exif_rotated_jpeg": encode(base.resize((120, 80)), "JPEG", exif=exif.tobytes()),
     }

@@ -1,4 +1,4 @@
-"""A real redis-server (its own, on a free port) for the live-quality and /metrics tests."""
+"""Fixtures for the unit tests of every package."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +11,14 @@ from tests.integration.processes import start_redis
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_redis(Path(tmp_path_factory.mktemp("redis-monitoring")))
+    """A real redis-server of the suite's own, on a free port (never the machine's 6379)."""
+    proc, url = start_redis(Path(tmp_path_factory.mktemp("redis")))
     yield url
     proc.stop()
 
 
 @pytest.fixture
 def redis_url(redis_server: str) -> Iterator[str]:
+    """The shared server, emptied after each test."""
     yield redis_server
     redis.Redis.from_url(redis_server).flushdb()

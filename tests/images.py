@@ -1,0 +1,24 @@
+"""Builders for the odd and broken image files several test modules need."""
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """`image` saved in `fmt` (JPEG, PNG, ...) as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR is patched to claim `width`x`height` (CRC fixed): a decompression
+    bomb that allocates nothing until someone decodes it."""
+    data = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
+    at = data.index(b"IHDR")
+    data[at + 4 : at + 12] = struct.pack(">II", width, height)
+    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
+    return bytes(data)
