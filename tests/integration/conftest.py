@@ -4,8 +4,9 @@ real photos, the photos themselves (copied out of ../shared/data), and one share
 for every test whose settings do not differ. Tests that need other settings start their own.
 
 The fixture model carries a registry-style version (`MODEL_VERSION`), and the shared stack
-reads its offline test-set metrics from a stub of MLflow's REST API (`OFFLINE_METRICS`), so
-the live-quality gauges compare live numbers with a test set as they do in production.
+reads its offline test-set metrics (`OFFLINE_METRICS`) from a real MLflow tracking server in
+which the fixture model is registered, so the live-quality gauges compare live numbers with a
+test set as they do in production.
 """
 
 import shutil
@@ -22,7 +23,7 @@ from common.imaging import decode_image
 from common.labels import label_index
 from common.model import ModelConfig, build_model
 from common.preprocessing import preprocess_batch
-from tests.integration.mlflow_stub import start_mlflow_stub
+from tests.integration.mlflow_server import register_version, start_mlflow_server
 from tests.integration.processes import SHARED_DATA, Stack, start_stack
 
 MB = 1024 * 1024
@@ -30,7 +31,7 @@ KAGGLE = SHARED_DATA / "kaggle-dogs-vs-cats" / "train"
 PETIMAGES = SHARED_DATA / "petimages-180"
 
 MODEL_NAME, MODEL_VERSION = "catdog", "1"
-# What the "evaluate stage" logged for the fixture model (served by the MLflow stub).
+# What the "evaluate stage" logged for the fixture model (registered in a real MLflow server).
 OFFLINE_METRICS = {
     "accuracy": 0.75,
     "f1_macro": 0.74,
@@ -123,11 +124,13 @@ def in_process() -> Callable[[Path, list[bytes]], list[dict[str, float]]]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_url() -> Iterator[str]:
-    """A stub of MLflow's REST API that knows the fixture model's test-set metrics."""
-    stub = start_mlflow_stub(MODEL_NAME, MODEL_VERSION, OFFLINE_METRICS)
-    yield stub.url
-    stub.stop()
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server (its own SQLite store) where the fixture model is registered
+    with its test-set metrics; never the project's mlflow.db."""
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    assert register_version(url, MODEL_NAME, OFFLINE_METRICS) == MODEL_VERSION
+    yield url
+    proc.stop()
 
 
 @pytest.fixture(scope="session")

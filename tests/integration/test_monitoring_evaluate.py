@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 def evaluate(stack: Stack, data: Path, out: Path, min_accuracy: float, mlflow_url: str) -> int:
     argv = [sys.executable, "-m", "client", "evaluate-deployment", "--url", stack.url]
     argv += ["--data", str(data), "--min-accuracy", str(min_accuracy), "--out", str(out)]
-    # Offline metrics from the MLflow stub; a real tracking server is never written to.
+    # Offline metrics, and the evaluation run, go to the stack's own MLflow server.
     argv += ["--mlflow-tracking-uri", mlflow_url, "--latency-samples", "5", "--poll", "0.2"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATDOG_")}
     result = subprocess.run(
