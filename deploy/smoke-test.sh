@@ -6,12 +6,20 @@
 #   3. a corrupt (truncated) JPEG is refused with 422
 #   4. a small job (the same two photos) completes with both items right  (POST /jobs)
 # Prints PASS/FAIL per check and exits 1 if any check failed. Needs curl and python3.
-# The photos are deploy/smoke/{cat,dog}.jpg; corrupt.jpg is a synthetic JPEG cut in half.
+# The photos: SMOKE_PHOTOS_DIR (default deploy/smoke/) must hold a clear cat.jpg and dog.jpg of
+# your own (the repository ships none); deploy/smoke/corrupt.jpg is a synthetic JPEG cut in half.
 set -euo pipefail
 
 base="${1:?usage: smoke-test.sh URL (for example http://127.0.0.1:8000)}"
 base="${base%/}"
-photos="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/smoke"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+photos="${SMOKE_PHOTOS_DIR:-$here/smoke}"
+for photo in cat.jpg dog.jpg; do
+  if [[ ! -s "$photos/$photo" ]]; then
+    echo "smoke-test: $photos/$photo is missing: put a clear $photo there or set SMOKE_PHOTOS_DIR" >&2
+    exit 2
+  fi
+done
 ready_timeout="${SMOKE_READY_TIMEOUT_S:-180}"
 job_timeout="${SMOKE_JOB_TIMEOUT_S:-120}"
 
@@ -89,7 +97,7 @@ check_predict() {
 }
 
 check_corrupt() {
-  request POST /predict -F "file=@$photos/corrupt.jpg;type=image/jpeg"
+  request POST /predict -F "file=@$here/smoke/corrupt.jpg;type=image/jpeg"
   if [ "$status" = 422 ]; then
     pass "POST /predict corrupt.jpg -> 422"
   else

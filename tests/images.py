@@ -1,8 +1,10 @@
 """Builders for the odd and broken image files several test modules need."""
 
 import io
+import shutil
 import struct
 import zlib
+from pathlib import Path
 
 from PIL import Image
 
@@ -22,3 +24,21 @@ def png_declaring(width: int, height: int) -> bytes:
     data[at + 4 : at + 12] = struct.pack(">II", width, height)
     data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
     return bytes(data)
+
+
+# Real photos for deploy/smoke-test.sh. The repository holds no copy of ../shared/data, so
+# tests hand the script copies of these through SMOKE_PHOTOS_DIR.
+SMOKE_SOURCES = {
+    "cat.jpg": ("petimages-180", "Cat", "1.jpg"),
+    "dog.jpg": ("petimages-180", "Dog", "4.jpg"),
+}
+
+
+def smoke_photos(dest: Path) -> Path:
+    """`dest` holding cat.jpg and dog.jpg copied from ../shared/data; returns `dest`."""
+    from tests.conftest import SHARED_DATA
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, parts in SMOKE_SOURCES.items():
+        shutil.copyfile(SHARED_DATA.joinpath(*parts), dest / name)
+    return dest

@@ -9,6 +9,7 @@ mode, so BatchNorm behaves in training exactly as it does when the worker serves
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from common.imaging import decode_image
 from common.labels import label_index
 from common.model import ModelConfig, build_model
 from common.preprocessing import preprocess_batch
+from tests.images import smoke_photos
 from tests.integration.processes import SHARED_DATA, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SMOKE = REPO_ROOT / "deploy" / "smoke"
+SMOKE = smoke_photos(Path(tempfile.mkdtemp(prefix="smoke-photos-")))
 PETIMAGES = SHARED_DATA / "petimages-180"
 
 
@@ -93,7 +95,12 @@ def run_smoke_test(url: str) -> subprocess.CompletedProcess[str]:
         ["bash", str(REPO_ROOT / "deploy" / "smoke-test.sh"), url],
         capture_output=True,
         text=True,
-        env={**os.environ, "SMOKE_READY_TIMEOUT_S": "60", "SMOKE_JOB_TIMEOUT_S": "60"},
+        env={
+            **os.environ,
+            "SMOKE_READY_TIMEOUT_S": "60",
+            "SMOKE_JOB_TIMEOUT_S": "60",
+            "SMOKE_PHOTOS_DIR": str(SMOKE),
+        },
         timeout=180,
     )
 

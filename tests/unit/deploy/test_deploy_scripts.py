@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.images import smoke_photos
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -275,8 +278,9 @@ def test_evaluate_refuses_an_empty_data_folder(vm: Vm) -> None:
 
 # --- smoke-test.sh against a stub API ----------------------------------------------------------
 
-CAT = (DEPLOY / "smoke" / "cat.jpg").read_bytes()
-DOG = (DEPLOY / "smoke" / "dog.jpg").read_bytes()
+SMOKE_PHOTOS = smoke_photos(Path(tempfile.mkdtemp(prefix="smoke-photos-")))
+CAT = (SMOKE_PHOTOS / "cat.jpg").read_bytes()
+DOG = (SMOKE_PHOTOS / "dog.jpg").read_bytes()
 CORRUPT = (DEPLOY / "smoke" / "corrupt.jpg").read_bytes()
 
 
@@ -338,7 +342,12 @@ def stub_api(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def smoke(url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SMOKE_READY_TIMEOUT_S": "0", "SMOKE_JOB_TIMEOUT_S": "5"}
+    env = {
+        **os.environ,
+        "SMOKE_READY_TIMEOUT_S": "0",
+        "SMOKE_JOB_TIMEOUT_S": "5",
+        "SMOKE_PHOTOS_DIR": str(SMOKE_PHOTOS),
+    }
     return subprocess.run(
         ["bash", str(DEPLOY / "smoke-test.sh"), url],
         capture_output=True,
