@@ -7,10 +7,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 from mlflow import MlflowClient
 
-from tests.integration.processes import Process, free_port, spawn, wait_until
+from tests.integration.processes import Process, free_port, spawn, wait_for_http
 
 
 def start_mlflow_server(workdir: Path) -> tuple[Process, str]:
@@ -21,13 +20,7 @@ def start_mlflow_server(workdir: Path) -> tuple[Process, str]:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     proc = spawn(f"mlflow-{port}", argv, env, workdir)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if not proc.alive():
-            raise RuntimeError(f"mlflow server exited:\n{proc.log()[-3000:]}")
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-
-    wait_until(up, 120, "the MLflow server", every_s=0.5)
+    wait_for_http(proc, f"{url}/health", 120, "the MLflow server")
     return proc, url
 
 

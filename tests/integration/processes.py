@@ -171,14 +171,19 @@ def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
     argv += ["--port", str(port), "--no-access-log"]
     proc = spawn(f"gateway-{port}", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
+    wait_for_http(proc, f"{url}/livez", 30, "the gateway")
+    return proc, url
+
+
+def wait_for_http(proc: Process, url: str, timeout_s: float, what: str) -> None:
+    """Wait until `url` answers 200, failing at once (with its log) if `proc` exits."""
 
     def up() -> bool:
         if not proc.alive():
-            raise RuntimeError(f"gateway exited:\n{proc.log()[-3000:]}")
-        return httpx.get(f"{url}/livez", timeout=1).status_code == 200
+            raise RuntimeError(f"{what} exited:\n{proc.log()[-3000:]}")
+        return httpx.get(url, timeout=1).status_code == 200
 
-    wait_until(up, 30, "the gateway")
-    return proc, url
+    wait_until(up, timeout_s, what, every_s=0.2)
 
 
 @dataclass
