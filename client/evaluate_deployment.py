@@ -48,7 +48,8 @@ from client.deployment_report import (
     render_markdown,
     versions_seen,
 )
-from client.labels import LabelledPhoto, cap_per_class, labelled_photos
+from client.labels import LabelledPhoto, labelled_photos
+from common.labels import cap_per_class
 from common.offline_metrics import OfflineMetricsUnavailableError, fetch_offline_metrics
 from common.settings import get_settings
 

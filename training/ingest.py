@@ -8,7 +8,6 @@ validation decides what is bad. Run as `python -m training.ingest`.
 
 import logging
 import os
-import re
 import shutil
 import sys
 from collections import Counter
@@ -19,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.errors import DataSourceError
-from common.labels import CLASSES
+from common.labels import CLASSES, cap_per_class, infer_label, label_hints
 from common.logging_setup import configure_logging
 from common.settings import get_settings
 from training.manifest import RAW_DIR, write_json
@@ -29,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 KAGGLE_SOURCE = "kaggle"
 REPORT_NAME = "ingest.json"
-_FOLDER_LABELS = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
-_KAGGLE_NAME = re.compile(r"^(cat|dog)[._-]\d+", re.IGNORECASE)
 # Files that are clearly not photos, whatever folder they sit in. Anything else, including
 # an unknown extension, is copied: a text file renamed .jpg must reach validation.
 _NOT_IMAGE_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -81,23 +78,6 @@ class IngestReport:
         }
 
 
-def label_hints(relative: PurePosixPath) -> tuple[str | None, str | None]:
-    """(label from a Kaggle-style file name, label from the nearest class folder)."""
-    match = _KAGGLE_NAME.match(relative.name)
-    folders = [
-        _FOLDER_LABELS[p.lower()] for p in relative.parts[:-1] if p.lower() in _FOLDER_LABELS
-    ]
-    return (match.group(1).lower() if match else None, folders[-1] if folders else None)
-
-
-def infer_label(relative: PurePosixPath) -> str | None:
-    """The label a path implies, or None when it implies none or two different ones."""
-    from_name, from_folder = label_hints(relative)
-    if from_name and from_folder and from_name != from_folder:
-        return None
-    return from_name or from_folder
-
-
 def scan_source(source: Path, exclude: Path | None = None) -> Scan:
     """Every labelled file under `source`, sorted by relative path; hidden entries ignored."""
     if not source.is_dir():
@@ -133,19 +113,6 @@ def _classify(scan: Scan, path: Path, relative: PurePosixPath) -> None:
         scan.skipped.append({"path": relative.as_posix(), "reason": reason})
     else:
         scan.files.append(SourceFile(path, relative, label))
-
-
-def cap_per_class(files: list[SourceFile], max_per_class: int) -> list[SourceFile]:
-    """The first `max_per_class` files of each class in the given (sorted) order; 0 keeps all."""
-    if max_per_class <= 0:
-        return list(files)
-    taken: Counter[str] = Counter()
-    kept = []
-    for item in files:
-        if taken[item.label] < max_per_class:
-            taken[item.label] += 1
-            kept.append(item)
-    return kept
 
 
 def destination_names(files: list[SourceFile]) -> list[str]:

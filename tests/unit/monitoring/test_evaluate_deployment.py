@@ -7,7 +7,7 @@ import argparse
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +18,8 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from client import deployment_report as dr
 from client import evaluate_deployment as ed
 from client.api import CatdogClient
-from client.labels import cap_per_class, infer_label, labelled_photos
+from client.labels import labelled_photos
+from common.labels import cap_per_class
 from common.offline_metrics import (
     OfflineMetricsUnavailableError,
     fetch_offline_metrics,
@@ -120,27 +121,6 @@ def test_an_item_becomes_an_outcome() -> None:
 
 
 # --- labels ----------------------------------------------------------------------------------
-
-PATHS = [
-    "Cat/1.jpg",
-    "cats/x/2.png",
-    "Dog/3.jpg",
-    "DOGS/4.jpg",
-    "cat.12.jpg",
-    "dog.7.jpg",
-    "Dog/cat.5.jpg",
-    "Cat/cat.6.jpg",
-    "other/7.jpg",
-    "dog/sub/Cat/8.jpg",
-    "catalogue.jpg",
-]
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_labels_follow_the_ingest_stage_rules(path: str) -> None:
-    from training.ingest import infer_label as ingest_infer_label
-
-    assert infer_label(PurePosixPath(path)) == ingest_infer_label(PurePosixPath(path))
 
 
 def test_a_labelled_folder_is_read_in_order_and_capped(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ import kagglehub
 import pytest
 
 from common.errors import DataSourceError
+from common.labels import infer_label
 from training import ingest as ingest_module
-from training.ingest import infer_label, ingest, main, resolve_source
+from training.ingest import ingest, main, resolve_source
 from training.params import DataParams
 
 
