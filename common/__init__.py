@@ -1,6 +1,7 @@
-"""Code shared by training and serving: settings, labels, image decoding, preprocessing,
-model definitions and model loading.
+"""Code shared by training and serving, in two families that never mix.
 
-Importing this package (or `common.settings`, `common.labels`, `common.errors`,
-`common.imaging`) never imports torch, so the gateway can use them without it.
+Torch-free contracts (this folder): settings, domain errors, labels, image decoding, the typed
+wire format between gateway and worker, the Redis store, messaging, live quality and offline
+metrics. The ML code lives in `common.ml` (torch), which only training and the workers' pool
+processes import.
 """

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from common.model import ModelConfig
+from common.ml.model import ModelConfig
 
 
 @dataclass(frozen=True)

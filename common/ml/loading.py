@@ -2,7 +2,7 @@
 
 A source is either an MLflow registry URI (`models:/catdog@champion`, `models:/catdog/3`) or a
 path to a checkpoint file. The registry's model holds our checkpoint as an artifact, so both
-roads end in `common.checkpoint.load_checkpoint` and never unpickle code.
+roads end in `common.ml.checkpoint.load_checkpoint` and never unpickle code.
 """
 
 import logging
@@ -12,9 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from common.checkpoint import load_checkpoint
+from common.ml.checkpoint import load_checkpoint
 from common.errors import ModelNotAvailableError
-from common.model import ModelConfig
+from common.ml.model import ModelConfig
 
 log = logging.getLogger(__name__)
 

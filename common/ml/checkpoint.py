@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from common.errors import ModelNotAvailableError
-from common.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model
 
 FORMAT_VERSION = 1
 
