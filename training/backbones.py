@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from common.errors import ModelNotAvailableError
-from common.model import TORCHVISION_PREFIX, ModelConfig
+from common.ml.model import TORCHVISION_PREFIX, ModelConfig
 
 log = logging.getLogger(__name__)
 

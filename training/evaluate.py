@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.checkpoint import load_checkpoint
+from common.ml.checkpoint import load_checkpoint
 from common.labels import CLASSES
 from common.logging_setup import configure_logging
-from common.model import ModelConfig
-from common.preprocessing import eval_transform
+from common.ml.model import ModelConfig
+from common.ml.preprocessing import eval_transform
 from training import registry
 from training.dataset import ImageDataset, Sample, read_split
 from training.params import load_params

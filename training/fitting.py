@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from common.model import EfficientNetLite0, ModelConfig
-from common.preprocessing import AugmentationParams, eval_transform, train_transform
+from common.ml.model import EfficientNetLite0, ModelConfig
+from common.ml.preprocessing import AugmentationParams, eval_transform, train_transform
 from training import registry
 from training.dataset import ImageDataset, Sample
 from training.params import TrainParams

@@ -1,7 +1,7 @@
 """The MLflow pyfunc wrapper, logged as "model from code" so no Python object is pickled.
 
 The logged model holds our checkpoint as an artifact. `mlflow.pyfunc.load_model()` users
-pass a float32 batch already preprocessed by common.preprocessing (B, 3, S, S) and get class
+pass a float32 batch already preprocessed by common.ml.preprocessing (B, 3, S, S) and get class
 probabilities (B, 2) back; the workers skip this wrapper and load the checkpoint directly.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 class CatDogModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     def load_context(self, context: Any) -> None:
-        from common.checkpoint import load_checkpoint
+        from common.ml.checkpoint import load_checkpoint
 
         self.model, self.config, _ = load_checkpoint(Path(context.artifacts["checkpoint"]))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint
+from common.ml.checkpoint import load_checkpoint
 from common.logging_setup import configure_logging
-from common.preprocessing import preprocess_batch
+from common.ml.preprocessing import preprocess_batch
 from training import registry
 from training.dataset import load_image, read_split
 from training.evaluate import METRICS_FILE

@@ -1,6 +1,6 @@
 """Everything that talks to MLflow: runs, per-epoch metrics, the logged model, the registry
 and the champion promotion gate. Stages call these functions; nothing else imports mlflow
-(except common.model_loading, which only reads the registry).
+(except common.ml.loading, which only reads the registry).
 
 The tracking store defaults to a local SQLite file (CATDOG_MLFLOW_TRACKING_URI changes it).
 """
@@ -24,7 +24,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from common.model_loading import CHECKPOINT_ARTIFACT
+from common.ml.loading import CHECKPOINT_ARTIFACT
 from common.settings import get_settings
 from training.params import Params
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import save_checkpoint
+from common.ml.checkpoint import save_checkpoint
 from common.logging_setup import configure_logging
-from common.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model
 from training import registry
 from training.backbones import load_pretrained_backbone
 from training.dataset import read_split

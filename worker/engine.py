@@ -1,7 +1,7 @@
 """The inference engine: one loaded model on one device, batched forward passes.
 
 The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
-the caller), `common.preprocessing.preprocess_batch`, the model, a softmax.
+the caller), `common.ml.preprocessing.preprocess_batch`, the model, a softmax.
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from common.model_loading import LoadedModel
-from common.preprocessing import preprocess_batch
+from common.ml.loading import LoadedModel
+from common.ml.preprocessing import preprocess_batch
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ class ModelHost:
         return engine
 
     def _load(self, generation: int | None = None) -> bool:
-        from common.model_loading import load_model
+        from common.ml.loading import load_model
         from worker.engine import InferenceEngine
 
         self._last_attempt = time.monotonic()

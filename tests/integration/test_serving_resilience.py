@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.jobstore import JobStore, Keys
 from tests.integration.processes import Stack, all_items, start_stack, wait_for_job, wait_until
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.checkpoint import save_checkpoint
+from common.ml.checkpoint import save_checkpoint
 from common.imaging import decode_image
 from common.labels import label_index
-from common.model import ModelConfig, build_model
-from common.preprocessing import preprocess_batch
+from common.ml.model import ModelConfig, build_model
+from common.ml.preprocessing import preprocess_batch
 from tests.images import smoke_photos
 from tests.integration.processes import SHARED_DATA, start_stack
 

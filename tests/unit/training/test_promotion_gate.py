@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from common.checkpoint import save_checkpoint
-from common.model import ModelConfig, build_model
+from common.ml.checkpoint import save_checkpoint
+from common.ml.model import ModelConfig, build_model
 from training import registry
 from training.params import Params, RegisterParams
 
@@ -64,7 +64,7 @@ def test_promotion_margin_keeps_a_marginally_better_model_out(tracking: Path) ->
 
 @pytest.mark.slow
 def test_registered_model_serves_through_the_registry_uri(tracking: Path) -> None:
-    from common.model_loading import load_model
+    from common.ml.loading import load_model
     from common.settings import get_settings
 
     _submit(tracking, 0.90)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from common.model import ModelConfig, build_model
-from common.model_loading import LoadedModel
-from common.preprocessing import preprocess_batch
+from common.ml.model import ModelConfig, build_model
+from common.ml.loading import LoadedModel
+from common.ml.preprocessing import preprocess_batch
 from worker.engine import InferenceEngine
 
 

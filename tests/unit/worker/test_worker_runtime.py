@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import save_checkpoint
+from common.ml.checkpoint import save_checkpoint
 from common.errors import ModelNotAvailableError
 from common.jobstore import JobStore
-from common.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model
 from common.settings import Settings
 from tests.integration.processes import wait_until
 from worker.runtime import Identity, ModelHost, cpu_threads
