@@ -1,7 +1,9 @@
-"""Domain errors shared by training and serving.
+"""Every error this project raises on purpose, in one module.
 
-Each carries a stable `reason` code: the gateway maps the class to an HTTP status in one
-place, and tests assert on the reason rather than on message wording.
+Each carries a stable `reason` code: clients and tests branch on it, the message says what
+happened in words. The gateway maps each class to an HTTP status in one table
+(`gateway/errors.py`), and rebuilds a worker's reported error from its reason
+(`error_for_reason`). Torch-free.
 """
 
 
@@ -15,6 +17,9 @@ class CatDogError(Exception):
         self.message = message
         if reason is not None:
             self.reason = reason
+
+
+# --- images ------------------------------------------------------------------------------
 
 
 class InvalidImageError(CatDogError):
@@ -41,13 +46,131 @@ class DecompressionBombError(InvalidImageError):
     reason = "decompression_bomb"
 
 
+# --- requests ----------------------------------------------------------------------------
+
+
+class MissingFieldError(CatDogError):
+    """The multipart body lacks the expected field (or is not multipart at all)."""
+
+    reason = "missing_field"
+
+
+class InvalidFieldError(CatDogError):
+    reason = "invalid_field"
+
+
+class MalformedRequestError(CatDogError):
+    reason = "malformed_request"
+
+
+class TooManyFilesError(CatDogError):
+    reason = "too_many_files"
+
+
+class RequestTooLargeError(CatDogError):
+    reason = "request_too_large"
+
+
+class IdempotencyConflictError(CatDogError):
+    reason = "idempotency_conflict"
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+
+class JobNotFoundError(CatDogError):
+    reason = "job_not_found"
+
+
+class JobExpiredError(CatDogError):
+    reason = "job_expired"
+
+
+class JobFinishedError(CatDogError):
+    """The job already ended (succeeded or failed), so it cannot be cancelled."""
+
+    reason = "job_finished"
+
+
+# --- capacity and the workers ------------------------------------------------------------
+
+
+class QueueFullError(CatDogError):
+    reason = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NoWorkerError(CatDogError):
+    reason = "no_worker"
+
+
+class BrokerUnavailableError(CatDogError):
+    reason = "broker_unavailable"
+
+
+class PredictTimeoutError(CatDogError):
+    reason = "timeout"
+
+
 class ModelNotAvailableError(CatDogError):
     """No model could be loaded from the configured source."""
 
     reason = "model_not_available"
 
 
+class InferenceFailedError(CatDogError):
+    reason = "inference_failed"
+
+
+class CallbackError(CatDogError):
+    """The job-end callback's receiver did not answer 2xx or could not be reached."""
+
+    reason = "callback_failed"
+
+
+# --- live quality and offline metrics ----------------------------------------------------
+
+
+class PredictionNotFoundError(CatDogError):
+    """No recorded prediction has that id (or job id and index): unknown, expired, still
+    pending, or the item failed."""
+
+    reason = "prediction_not_found"
+
+
+class FeedbackConflictError(CatDogError):
+    """The prediction already received feedback with a different label."""
+
+    reason = "feedback_conflict"
+
+
+class OfflineMetricsUnavailableError(CatDogError):
+    """The tracking server cannot be reached, or it knows no such version or metrics."""
+
+    reason = "offline_metrics_unavailable"
+
+
+# --- training ----------------------------------------------------------------------------
+
+
 class DataSourceError(CatDogError):
     """The training data could not be found or fetched."""
 
     reason = "data_source"
+
+
+def _subclasses(cls: type[CatDogError]) -> list[type[CatDogError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
+def error_for_reason(reason: str, message: str) -> CatDogError:
+    """The exception a worker meant by `reason`. Image reasons without a class of their own
+    (empty, truncated, not_an_image, too_small, ...) are invalid images."""
+    for cls in _subclasses(CatDogError):
+        # Errors that need more than a message (QueueFullError) never come from a worker.
+        if cls.reason == reason and cls.__init__ is CatDogError.__init__:
+            return cls(message, reason=reason)
+    return InvalidImageError(message, reason=reason)

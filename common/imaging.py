@@ -9,6 +9,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -39,9 +40,21 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 
 @dataclass(frozen=True)
 class ImageLimits:
+    """What an image may be. These defaults are the project's one statement of the limits:
+    the serving settings start from them, and a test holds `params.yaml`'s validate stage to
+    them, so training quarantines exactly what serving refuses."""
+
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 50_000_000
     min_side: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ImageLimits":
+        return cls(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            min_side=settings.min_image_side,
+        )
 
 
 @dataclass(frozen=True)

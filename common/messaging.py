@@ -13,15 +13,17 @@ from common.settings import Settings
 
 PREDICT_TASK = "catdog.predict"
 CHUNK_TASK = "catdog.run_chunk"
-CALLBACK_TASK = "catdog.send_callback"
+# Reports a job's end once (metrics, log line) and delivers its callback; published by
+# whoever ended the job: a worker finishing its last item, or the gateway (cancel, all refused).
+JOB_ENDED_TASK = "catdog.job_ended"
 
 
 def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
-    """Routing declared once: /predict on its own queue, bulk work and callbacks on the other."""
+    """Routing declared once: /predict on its own queue, bulk work and job ends on the other."""
     return {
         PREDICT_TASK: {"queue": settings.realtime_queue},
         CHUNK_TASK: {"queue": settings.bulk_queue},
-        CALLBACK_TASK: {"queue": settings.bulk_queue},
+        JOB_ENDED_TASK: {"queue": settings.bulk_queue},
     }
 
 
@@ -37,7 +39,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_routes": task_routes(settings),
         "task_default_queue": settings.bulk_queue,
-        # Results travel through our own Redis keys (common.jobstore); Celery's backend only
+        # Results travel through our own Redis keys (common.store); Celery's backend only
         # records revoked chunks (a cancel), so tasks ignore results and publishers pass
         # ignore_result=True, which keeps them from subscribing to result channels.
         "task_ignore_result": True,

@@ -16,15 +16,9 @@ from typing import Any
 
 import httpx
 
-from common.errors import CatDogError
+from common.errors import OfflineMetricsUnavailableError
 
 TEST_PREFIX = "test_"
-
-
-class OfflineMetricsUnavailableError(CatDogError):
-    """The tracking server cannot be reached, or it knows no such version or metrics."""
-
-    reason = "offline_metrics_unavailable"
 
 
 @dataclass(frozen=True)

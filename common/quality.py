@@ -15,7 +15,6 @@ Records and feedback markers expire after `ttl_s`; the windows are trimmed, neve
 so a quiet model keeps its last numbers. Torch-free; never stores image bytes.
 """
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from common.jobstore import ItemResult
 from common.labels import CLASSES
+from common.store.ops import Op
+from common.wire import ItemResult, ModelRef
 
 PREFIX = "catdog:quality"
 
@@ -51,20 +51,6 @@ class QualityConfig:
             max_models=int(getattr(settings, "quality_max_models", d.max_models)),
             mlflow_timeout_s=d.mlflow_timeout_s,
         )
-
-
-@dataclass(frozen=True, order=True)
-class ModelRef:
-    name: str
-    version: str
-
-    def member(self) -> str:
-        return json.dumps([self.name, self.version])
-
-    @classmethod
-    def from_member(cls, raw: bytes | str) -> "ModelRef":
-        name, version = json.loads(raw)
-        return cls(str(name), str(version))
 
 
 @dataclass(frozen=True)
@@ -166,35 +152,27 @@ def job_item_records(job_id: str, results: Iterable[ItemResult]) -> list[Predict
     return [
         PredictionRecord(
             prediction_key(job_id=job_id, index=r.index),
-            r.label,
-            float(r.probability or 0.0),
-            ModelRef(r.model_name or "", r.model_version or ""),
+            r.prediction.label,
+            r.prediction.probability,
+            r.prediction.model,
         )
         for r in results
-        if r.ok and r.label is not None
+        if r.prediction is not None
     ]
 
 
-def record_predictions_sync(
-    client: redis.Redis, records: Sequence[PredictionRecord], *, ttl_s: int, window: int
-) -> None:
-    """Store records and add them to their model's window (worker side: job items)."""
-    if not records:
-        return
-    pipe = client.pipeline(transaction=False)
-    _buffer_records(pipe, records, ttl_s, window)
-    pipe.execute()
+def record_predictions(records: Sequence[PredictionRecord], *, ttl_s: int, window: int) -> Op[Any]:
+    """Store records and add them to their model's window: /predict answers (gateway) and
+    job items (workers)."""
 
+    def send(client: Any) -> Any:
+        if not records:
+            return []
+        pipe = client.pipeline(transaction=False)
+        _buffer_records(pipe, records, ttl_s, window)
+        return pipe.execute()
 
-async def record_predictions(
-    client: aioredis.Redis, records: Sequence[PredictionRecord], *, ttl_s: int, window: int
-) -> None:
-    """Store records and add them to their model's window (gateway side: /predict)."""
-    if not records:
-        return
-    pipe = client.pipeline(transaction=False)
-    _buffer_records(pipe, records, ttl_s, window)
-    await pipe.execute()
+    return Op(send)
 
 
 # --- reading and feedback (gateway) ----------------------------------------------------------

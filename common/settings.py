@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.imaging import ImageLimits
+
 MB = 1024 * 1024
 
 
@@ -36,9 +38,9 @@ class Settings(BaseSettings):
     bulk_queue: str = "bulk"
 
     # Image validation, shared by training-time validation and serving.
-    max_image_bytes: int = Field(default=10 * MB, gt=0)
-    max_image_pixels: int = Field(default=50_000_000, gt=0)
-    min_image_side: int = Field(default=32, gt=0)
+    max_image_bytes: int = Field(default=ImageLimits.max_bytes, gt=0)
+    max_image_pixels: int = Field(default=ImageLimits.max_pixels, gt=0)
+    min_image_side: int = Field(default=ImageLimits.min_side, gt=0)
 
     # Synchronous prediction.
     predict_timeout_s: float = Field(default=10.0, gt=0)

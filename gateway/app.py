@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from common.logging_setup import configure_logging
 from common.settings import Settings, get_settings
 from gateway.errors import install_error_handlers
-from gateway.middleware import RequestContextMiddleware
 from gateway.monitoring import build_quality_tracker, install_monitoring
+from gateway.monitoring.middleware import RequestContextMiddleware
 from gateway.routes import ROUTERS
 from gateway.services import Services
 

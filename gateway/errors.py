@@ -1,11 +1,10 @@
-"""Serving errors and the one table that maps every domain error to an HTTP status.
+"""The one table that maps every domain error (`common.errors`) to an HTTP status.
 
 Every error response has the same body: `{"detail": <message>, "reason": <stable code>}`.
 Clients and tests branch on `reason`; `detail` says what happened in words.
 """
 
 import logging
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -15,67 +14,31 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 
 from common.errors import (
+    BrokerUnavailableError,
     CatDogError,
     DecompressionBombError,
+    FeedbackConflictError,
+    IdempotencyConflictError,
     ImageTooLargeError,
+    InferenceFailedError,
+    InvalidFieldError,
     InvalidImageError,
+    JobExpiredError,
+    JobFinishedError,
+    JobNotFoundError,
+    MalformedRequestError,
+    MissingFieldError,
     ModelNotAvailableError,
+    NoWorkerError,
+    PredictionNotFoundError,
+    PredictTimeoutError,
+    QueueFullError,
+    RequestTooLargeError,
+    TooManyFilesError,
     UnsupportedMediaTypeError,
 )
-from common.jobstore import JobExpiredError, JobFinishedError, JobNotFoundError
-from gateway.quality import FeedbackConflictError, PredictionNotFoundError
 
 log = logging.getLogger(__name__)
-
-
-class MissingFieldError(CatDogError):
-    """The multipart body lacks the expected field (or is not multipart at all)."""
-
-    reason = "missing_field"
-
-
-class InvalidFieldError(CatDogError):
-    reason = "invalid_field"
-
-
-class MalformedRequestError(CatDogError):
-    reason = "malformed_request"
-
-
-class TooManyFilesError(CatDogError):
-    reason = "too_many_files"
-
-
-class RequestTooLargeError(CatDogError):
-    reason = "request_too_large"
-
-
-class QueueFullError(CatDogError):
-    reason = "queue_full"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class NoWorkerError(CatDogError):
-    reason = "no_worker"
-
-
-class BrokerUnavailableError(CatDogError):
-    reason = "broker_unavailable"
-
-
-class PredictTimeoutError(CatDogError):
-    reason = "timeout"
-
-
-class IdempotencyConflictError(CatDogError):
-    reason = "idempotency_conflict"
-
-
-class InferenceFailedError(CatDogError):
-    reason = "inference_failed"
 
 
 # Most specific first: the first class in an error's MRO found here decides its status.
@@ -103,31 +66,12 @@ STATUS_BY_ERROR: dict[type[CatDogError], int] = {
     InferenceFailedError: 500,
 }
 
-# Errors a worker reports for a /predict, by reason, rebuilt as exceptions in the gateway.
-_ERROR_BY_REASON: dict[str, type[CatDogError]] = {
-    "decompression_bomb": DecompressionBombError,
-    "unsupported_media_type": UnsupportedMediaTypeError,
-    "too_large": ImageTooLargeError,
-    "model_not_available": ModelNotAvailableError,
-}
-
 
 def status_for(exc: CatDogError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 500
-
-
-def error_from_reply(error: dict[str, Any]) -> CatDogError:
-    """The exception for a worker's `{"reason", "message"}` answer."""
-    reason = str(error.get("reason", "inference_failed"))
-    message = str(error.get("message", "the worker could not classify the image"))
-    if reason in _ERROR_BY_REASON:
-        return _ERROR_BY_REASON[reason](message, reason=reason)
-    if reason == "inference_failed":
-        return InferenceFailedError(message)
-    return InvalidImageError(message, reason=reason)  # empty, truncated, not_an_image, ...
 
 
 def error_body(detail: str, reason: str) -> dict[str, str]:

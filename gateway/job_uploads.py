@@ -12,14 +12,17 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from common.jobstore import AsyncJobStore, ItemResult, NewJob
-from common.settings import Settings
-from gateway.errors import (
+from common.errors import (
     InvalidFieldError,
     MissingFieldError,
     RequestTooLargeError,
     TooManyFilesError,
 )
+from common.settings import Settings
+from common.store import jobs
+from common.store.jobs import NewJob
+from common.store.ops import AsyncStore
+from common.wire import ItemResult
 from gateway.uploads import (
     MAX_FIELD_BYTES,
     PART_OVERHEAD_BYTES,
@@ -56,7 +59,7 @@ def chunked(indices: list[int], size: int) -> list[list[int]]:
 
 async def receive_job(
     request: Request,
-    store: AsyncJobStore,
+    store: AsyncStore,
     settings: Settings,
     job_id: str,
     request_id: str | None,
@@ -76,7 +79,7 @@ async def receive_job(
             elif isinstance(event, PartEnd) and state.part is not None:
                 await _end_part(state, store, job_id, settings)
     except BaseException:
-        await store.discard_upload(job_id, len(state.names))
+        await store(jobs.discard_upload(job_id, len(state.names)))
         raise
     if not state.names:
         raise MissingFieldError(f"no file in multipart field '{FILES_FIELD}'")
@@ -118,9 +121,7 @@ def _add_data(state: _Receiving, data: bytes, settings: Settings) -> None:
         state.oversized, state.buffer = True, bytearray()
 
 
-async def _end_part(
-    state: _Receiving, store: AsyncJobStore, job_id: str, settings: Settings
-) -> None:
+async def _end_part(state: _Receiving, store: AsyncStore, job_id: str, settings: Settings) -> None:
     part = state.part
     assert part is not None
     state.part = None
@@ -135,5 +136,5 @@ async def _end_part(
             )
         )
     else:
-        await store.store_image(job_id, index, bytes(state.buffer))
+        await store(jobs.store_image(job_id, index, bytes(state.buffer), settings.job_ttl_s))
     state.buffer = bytearray()

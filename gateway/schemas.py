@@ -1,17 +1,19 @@
-"""Request and response bodies, with the examples the OpenAPI page shows."""
+"""Every request and response body of the API, with the examples the OpenAPI page shows.
 
-from datetime import UTC, datetime
+The wire types the workers share (`common.wire`) appear here as they are: a job summary or a
+model reference has one definition for Redis, callbacks and HTTP.
+"""
+
+from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.jobstore import ItemResult, JobPage, JobRecord, JobStatus
+from common import quality as q
+from common.store.jobs import JobPage, JobRecord
+from common.wire import ItemError, ItemResult, JobStatus, JobSummary, ModelRef
 
 _EXAMPLE_TIME = "2025-01-01T12:00:00Z"
-
-
-def _time(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
 
 
 class ErrorResponse(BaseModel):
@@ -30,16 +32,11 @@ class ErrorResponse(BaseModel):
     )
 
 
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-
-
 class PredictResponse(BaseModel):
     label: Literal["cat", "dog"] | str = Field(description="The more probable class")
     probability: float = Field(ge=0, le=1, description="Probability of `label`")
     probabilities: dict[str, float] = Field(description="Probability of each class")
-    model: ModelInfo
+    model: ModelRef
     request_id: str
     latency_ms: float = Field(description="Time in the gateway, from the request to the answer")
 
@@ -82,11 +79,6 @@ class JobAccepted(BaseModel):
     )
 
 
-class ItemErrorOut(BaseModel):
-    reason: str
-    message: str
-
-
 class JobItem(BaseModel):
     index: int = Field(description="Position of the file in the upload, from 0")
     filename: str
@@ -94,8 +86,8 @@ class JobItem(BaseModel):
     label: str | None = None
     probability: float | None = None
     probabilities: dict[str, float] | None = None
-    model: ModelInfo | None = None
-    error: ItemErrorOut | None = None
+    model: ModelRef | None = None
+    error: ItemError | None = None
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -103,18 +95,17 @@ class JobItem(BaseModel):
     def build(cls, index: int, filename: str, result: ItemResult | None) -> "JobItem":
         if result is None:
             return cls(index=index, filename=filename, status="pending")
-        if result.error is not None:
-            error = ItemErrorOut(reason=result.error.reason, message=result.error.message)
-            return cls(index=index, filename=filename, status="failed", error=error)
-        model = ModelInfo(name=result.model_name or "", version=result.model_version or "")
+        if result.prediction is None:
+            return cls(index=index, filename=filename, status="failed", error=result.error)
+        found = result.prediction
         return cls(
             index=index,
             filename=filename,
             status="succeeded",
-            label=result.label,
-            probability=result.probability,
-            probabilities=result.probabilities,
-            model=model,
+            label=found.label,
+            probability=found.probability,
+            probabilities=found.probabilities,
+            model=found.model,
         )
 
 
@@ -123,42 +114,6 @@ class ResultsPage(BaseModel):
     limit: int
     next_offset: int | None = Field(description="Offset of the next page; null on the last")
     items: list[JobItem]
-
-
-class JobSummary(BaseModel):
-    job_id: str
-    status: JobStatus
-    total: int
-    done: int = Field(description="Items classified")
-    failed: int = Field(description="Items that ended with an error")
-    pending: int = Field(description="Items not finished yet")
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    cancelled_at: datetime | None = None
-    expires_at: datetime | None = Field(None, description="When the results are deleted")
-    callback_status: Literal["retrying", "delivered", "failed"] | None = None
-
-    @classmethod
-    def from_record(cls, record: JobRecord) -> Self:
-        return cls(**cls._fields(record))
-
-    @staticmethod
-    def _fields(record: JobRecord) -> dict[str, Any]:
-        return {
-            "job_id": record.job_id,
-            "status": record.status,
-            "total": record.total,
-            "done": record.done,
-            "failed": record.failed,
-            "pending": record.pending,
-            "created_at": _time(record.created_at),
-            "started_at": _time(record.started_at),
-            "finished_at": _time(record.finished_at),
-            "cancelled_at": _time(record.cancelled_at),
-            "expires_at": _time(record.expires_at),
-            "callback_status": record.callback_status,
-        }
 
 
 _SUMMARY_EXAMPLE: dict[str, Any] = {
@@ -230,10 +185,14 @@ class JobStatusResponse(JobSummary):
             next_offset=end if end < page.record.total and items else None,
             items=items,
         )
-        return cls(**cls._fields(page.record), results=results)
+        return cls(**page.record.summary().model_dump(), results=results)
 
 
 class CancelResponse(JobSummary):
+    @classmethod
+    def from_record(cls, record: JobRecord) -> Self:
+        return cls(**record.summary().model_dump())
+
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -257,7 +216,7 @@ class WorkerInfo(BaseModel):
     queues: list[str]
     state: str
     device: str
-    model: ModelInfo | None
+    model: ModelRef | None
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -285,4 +244,74 @@ class Readiness(BaseModel):
                 }
             ]
         }
+    )
+
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class FeedbackRequest(BaseModel):
+    request_id: str | None = Field(
+        None, pattern=ID_PATTERN, description="The `request_id` of a /predict answer"
+    )
+    job_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A job, with `index`"
+    )
+    index: int | None = Field(None, ge=0, description="The item's index in the job, from 0")
+    label: Literal["cat", "dog"] = Field(description="The true label (any case)")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"request_id": "9f1c2d3e4b5a", "label": "cat"},
+                {"job_id": "5d0f3c9a8e7b4a1c9d2e6f708192a3b4", "index": 3, "label": "dog"},
+            ]
+        }
+    )
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        by_request = self.request_id is not None
+        by_item = self.job_id is not None or self.index is not None
+        if by_request == by_item or (by_item and (self.job_id is None or self.index is None)):
+            raise ValueError("give either request_id, or job_id and index")
+        return self
+
+    def prediction_key(self) -> str:
+        return q.prediction_key(self.request_id, self.job_id, self.index)
+
+
+class FeedbackResponse(BaseModel):
+    prediction: str = Field(description="The prediction scored: req:<request_id> or job:<id>:<i>")
+    predicted: str = Field(description="What the model answered")
+    label: str = Field(description="The true label given")
+    correct: bool
+    counted: bool = Field(description="False when this repeats feedback already counted")
+    model: ModelRef
+    window_accuracy: float | None = Field(
+        description="Accuracy of this model version over its feedback window"
+    )
+    window_size: int = Field(description="Feedback outcomes in that window")
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "prediction": "req:9f1c2d3e4b5a",
+                    "predicted": "dog",
+                    "label": "cat",
+                    "correct": False,
+                    "counted": True,
+                    "model": {"name": "catdog", "version": "3"},
+                    "window_accuracy": 0.94,
+                    "window_size": 350,
+                }
+            ]
+        },
     )

@@ -6,8 +6,7 @@ waits (results, heartbeats, queue depth) uses redis.asyncio on the event loop.
 """
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import anyio
 import redis.asyncio as aioredis
@@ -15,11 +14,12 @@ from anyio.to_thread import run_sync
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from common.errors import BrokerUnavailableError, NoWorkerError, QueueFullError
 from common.imaging import DecodedImage, ImageLimits, decode_image
-from common.jobstore import AsyncJobStore, Heartbeat
-from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK, make_celery
+from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, make_celery
 from common.settings import Settings
-from gateway.errors import BrokerUnavailableError, NoWorkerError, QueueFullError
+from common.store import queues, workers
+from common.store.ops import AsyncStore
 
 # Seconds a client is told to wait when a queue is full.
 RETRY_AFTER_S = 5
@@ -30,27 +30,6 @@ DECODE_CONCURRENCY = 4
 def chunk_task_id(job_id: str, chunk: int) -> str:
     """Deterministic, so a cancel can revoke every chunk of a job without a lookup."""
     return f"{job_id}-chunk-{chunk}"
-
-
-@dataclass(frozen=True)
-class QueueReadiness:
-    ok: bool
-    detail: str
-
-
-def evaluate_readiness(heartbeats: Sequence[Heartbeat], queues: Sequence[str]) -> QueueReadiness:
-    """Ready when every queue has at least one live worker process with a loaded model."""
-    missing = [q for q in queues if not any(hb.ready and q in hb.queues for hb in heartbeats)]
-    if not missing:
-        return QueueReadiness(True, "Redis answers and every queue has a worker with a model")
-    loading = [hb for hb in heartbeats if not hb.ready]
-    detail = "no worker with a loaded model serves queue " + ", ".join(repr(q) for q in missing)
-    if loading:
-        states = ", ".join(
-            f"{hb.worker_id} {hb.state}" + (f" ({hb.error})" if hb.error else "") for hb in loading
-        )
-        detail += f"; not ready: {states}"
-    return QueueReadiness(False, detail)
 
 
 class Dispatcher:
@@ -104,10 +83,10 @@ class Dispatcher:
         if ids:
             await self._run(lambda: self.celery.control.revoke(ids))
 
-    async def callback(self, job_id: str) -> None:
+    async def job_ended(self, job_id: str) -> None:
         await self._run(
             lambda: self.celery.send_task(
-                CALLBACK_TASK, args=[job_id], queue=self.settings.bulk_queue, ignore_result=True
+                JOB_ENDED_TASK, args=[job_id], queue=self.settings.bulk_queue, ignore_result=True
             )
         )
 
@@ -123,13 +102,9 @@ class Services:
                 socket_connect_timeout=2,
             )
         )
-        self.store = AsyncJobStore(self.redis, settings.job_ttl_s, settings.job_tombstone_ttl_s)
+        self.store = AsyncStore(self.redis)
         self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
-        self.limits = ImageLimits(
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            min_side=settings.min_image_side,
-        )
+        self.limits = ImageLimits.from_settings(settings)
         self._decode_limiter = anyio.CapacityLimiter(DECODE_CONCURRENCY)
 
     async def close(self) -> None:
@@ -141,7 +116,7 @@ class Services:
         return await run_sync(decode_image, data, self.limits, limiter=self._decode_limiter)
 
     async def ensure_capacity(self, queue: str) -> None:
-        depth = await self.store.queue_depth(queue)
+        depth = await self.store(queues.depth(queue))
         if depth >= self.settings.max_queue_depth:
             raise QueueFullError(
                 f"the {queue} queue holds {depth} tasks (limit {self.settings.max_queue_depth});"
@@ -150,6 +125,6 @@ class Services:
             )
 
     async def ensure_worker(self, queue: str) -> None:
-        workers = await self.store.live_workers()
-        if not any(hb.ready and queue in hb.queues for hb in workers):
+        verdict = workers.readiness(await self.store(workers.live()), [queue])
+        if not verdict.ok:
             raise NoWorkerError(f"no worker with a loaded model serves the {queue} queue")

@@ -13,8 +13,13 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from common.errors import CatDogError, ImageTooLargeError
-from gateway.errors import MalformedRequestError, MissingFieldError, TooManyFilesError
+from common.errors import (
+    CatDogError,
+    ImageTooLargeError,
+    MalformedRequestError,
+    MissingFieldError,
+    TooManyFilesError,
+)
 
 # Multipart headers and boundaries around a file: allowed on top of the byte limits.
 PART_OVERHEAD_BYTES = 16 * 1024

@@ -7,20 +7,20 @@ The receiver recomputes `hmac_sha256(secret, raw body)` and compares it with the
 import hashlib
 import hmac
 import json
-from typing import Any
 
 import httpx
+
+from common.errors import CallbackError
+from common.wire import JobSummary
 
 SIGNATURE_HEADER = "X-Catdog-Signature"
 TIMEOUT_S = 10.0
 
 
-class CallbackError(Exception):
-    """The receiver did not answer 2xx (or could not be reached); worth retrying."""
-
-
-def callback_body(summary: dict[str, Any]) -> bytes:
-    return json.dumps(summary, sort_keys=True, separators=(",", ":")).encode()
+def callback_body(summary: JobSummary) -> bytes:
+    # Its own delivery state is not part of what it reports.
+    fields = summary.model_dump(mode="json", exclude={"callback_status"})
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sign(body: bytes, secret: str) -> str:

@@ -5,20 +5,13 @@ the caller), `common.ml.preprocessing.preprocess_batch`, the model, a softmax.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from common.ml.loading import LoadedModel
 from common.ml.preprocessing import preprocess_batch
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    probability: float
-    probabilities: dict[str, float]
+from common.wire import Classification, ModelRef
 
 
 class InferenceEngine:
@@ -27,20 +20,13 @@ class InferenceEngine:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.classes = loaded.config.classes
+        self.model = ModelRef(loaded.name, loaded.version)
         loaded.model.to(self.device).eval()
 
-    @property
-    def name(self) -> str:
-        return self.loaded.name
-
-    @property
-    def version(self) -> str:
-        return self.loaded.version
-
     @torch.inference_mode()
-    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
         """One prediction per image, in order, computed `batch_size` images at a time."""
-        predictions: list[Prediction] = []
+        predictions: list[Classification] = []
         for start in range(0, len(images), self.batch_size):
             batch = preprocess_batch(images[start : start + self.batch_size], self.loaded.config)
             logits = self.loaded.model(batch.to(self.device))  # (B, C)
@@ -48,12 +34,13 @@ class InferenceEngine:
             predictions += [self._prediction(row) for row in probabilities]
         return predictions
 
-    def _prediction(self, row: list[float]) -> Prediction:
+    def _prediction(self, row: list[float]) -> Classification:
         best = max(range(len(row)), key=row.__getitem__)
-        return Prediction(
+        return Classification(
             label=self.classes[best],
             probability=row[best],
             probabilities=dict(zip(self.classes, row, strict=True)),
+            model=self.model,
         )
 
     def warm_up(self) -> None:

@@ -9,8 +9,9 @@ import argparse
 import socket
 import sys
 
-from common.jobstore import JobStore
 from common.settings import get_settings
+from common.store import workers
+from common.store.ops import Store
 
 
 def default_node_name() -> str:
@@ -25,8 +26,8 @@ def ping(node: str, timeout_s: float) -> bool:
 
 
 def model_loaded(node: str) -> bool:
-    store = JobStore.from_url(get_settings().redis_url)
-    return any(hb.hostname == node and hb.ready for hb in store.live_workers())
+    store = Store.from_url(get_settings().redis_url)
+    return any(hb.hostname == node and hb.ready for hb in store(workers.live()))
 
 
 def main(argv: list[str] | None = None) -> int:

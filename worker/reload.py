@@ -14,20 +14,22 @@ import argparse
 import sys
 import time
 
-from common.jobstore import Heartbeat, JobStore
 from common.settings import get_settings
+from common.store import model_generation, workers
+from common.store.ops import Store
+from common.wire import Heartbeat
 
 
 def wait_for_generation(
-    store: JobStore, generation: int, timeout_s: float
+    store: Store, generation: int, timeout_s: float
 ) -> tuple[list[Heartbeat], list[Heartbeat]]:
     """(reached, behind): the live processes that did and did not report `generation`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        workers = store.live_workers()
-        behind = [hb for hb in workers if hb.generation < generation]
+        live = store(workers.live())
+        behind = [hb for hb in live if hb.generation < generation]
         if not behind or time.monotonic() > deadline:
-            return [hb for hb in workers if hb.generation >= generation], behind
+            return [hb for hb in live if hb.generation >= generation], behind
         time.sleep(0.5)
 
 
@@ -35,13 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
     args = parser.parse_args(argv)
-    store = JobStore.from_url(get_settings().redis_url)
-    generation = store.request_reload()
+    store = Store.from_url(get_settings().redis_url)
+    generation = store(model_generation.bump())
     # A process needs a heartbeat to notice, then the load itself: wait for both.
     reached, behind = wait_for_generation(store, generation, args.timeout)
     failed = [hb for hb in reached if hb.error]
     for hb in reached:
-        outcome = f"kept {hb.model_version}: {hb.error}" if hb.error else f"now {hb.model_version}"
+        version = hb.model.version if hb.model else None
+        outcome = f"kept {version}: {hb.error}" if hb.error else f"now {version}"
         print(f"{hb.worker_id}: {outcome}")
     for hb in behind:
         print(f"{hb.worker_id}: no answer within {args.timeout:.0f} s")

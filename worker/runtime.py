@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, TypeVar
 import redis
 
 from common.errors import ModelNotAvailableError
-from common.imaging import ImageLimits
-from common.jobstore import Heartbeat, JobStore
 from common.settings import Settings
+from common.store import model_generation, workers
+from common.store.ops import Store
+from common.wire import Heartbeat, WorkerState
 from worker import metrics
 
 if TYPE_CHECKING:
@@ -58,14 +59,6 @@ _host: ModelHost | None = None
 def set_identity(identity: Identity) -> None:
     global _identity
     _identity = identity
-
-
-def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        min_side=settings.min_image_side,
-    )
 
 
 def available_cores() -> int:
@@ -106,13 +99,13 @@ def select_device(settings: Settings, identity: Identity) -> str:
 class ModelHost:
     """The model of one process, its heartbeat and its reloads."""
 
-    def __init__(self, settings: Settings, identity: Identity, store: JobStore) -> None:
+    def __init__(self, settings: Settings, identity: Identity, store: Store) -> None:
         self.settings = settings
         self.identity = identity
         self.store = store
         self.worker_id = f"{identity.hostname}:{os.getpid()}"
         self.device = "cpu"
-        self.state = "loading"
+        self.state: WorkerState = "loading"
         self.error: str | None = None
         self.generation = 0
         self._engine: InferenceEngine | None = None
@@ -127,7 +120,7 @@ class ModelHost:
     def start(self) -> None:
         """Load and warm the model (blocking), with the heartbeat already running."""
         self.device = select_device(self.settings, self.identity)
-        self.generation = self._safe(self.store.model_generation, 0)
+        self.generation = self._safe(lambda: self.store(model_generation.current()), 0)
         self._heartbeat_thread.start()
         with self._reloading:
             self._load()
@@ -136,7 +129,7 @@ class ModelHost:
         self._stopped.set()
         if self._heartbeat_thread.is_alive():  # so no beat lands after the forget below
             self._heartbeat_thread.join(timeout=5)
-        self._safe(lambda: self.store.forget_worker(self.worker_id), None)
+        self._safe(lambda: self.store(workers.forget(self.worker_id)), None)
 
     # the model
     def engine(self) -> InferenceEngine:
@@ -185,12 +178,12 @@ class ModelHost:
         if generation is not None:
             self.generation = generation
         metrics.observe_model_load(time.perf_counter() - started, ok=True)
-        metrics.set_model(engine.name, engine.version, self.device)
+        metrics.set_model(engine.model.name, engine.model.version, self.device)
         log.info(
             "model ready",
             extra={
-                "model_name": engine.name,
-                "model_version": engine.version,
+                "model_name": engine.model.name,
+                "model_version": engine.model.version,
                 "device": self.device,
                 "load_ms": round((time.perf_counter() - started) * 1000, 1),
             },
@@ -208,22 +201,23 @@ class ModelHost:
             queues=list(self.identity.queues),
             state=self.state,
             device=self.device,
-            model_name=engine.name if engine else None,
-            model_version=engine.version if engine else None,
+            model=engine.model if engine else None,
             generation=self.generation,
             error=self.error,
         )
 
     def _beat(self) -> None:
         self._safe(
-            lambda: self.store.beat(self.heartbeat(), 3 * self.settings.heartbeat_interval_s),
+            lambda: self.store(
+                workers.beat(self.heartbeat(), 3 * self.settings.heartbeat_interval_s)
+            ),
             None,
         )
 
     def _heartbeat_loop(self) -> None:
         while not self._stopped.is_set():
             self._beat()
-            requested = self._safe(self.store.model_generation, self.generation)
+            requested = self._safe(lambda: self.store(model_generation.current()), self.generation)
             if requested != self.generation and self._reloading.acquire(False):
                 threading.Thread(
                     target=self._reload, args=(requested,), name="reload", daemon=True
@@ -251,7 +245,7 @@ def start_model_host(settings: Settings, hostname: str | None = None) -> ModelHo
     identity = _identity
     if hostname:
         identity = Identity(hostname, identity.queues, identity.concurrency, identity.pool)
-    _host = ModelHost(settings, identity, JobStore.from_url(settings.redis_url))
+    _host = ModelHost(settings, identity, Store.from_url(settings.redis_url))
     _host.start()
     return _host
 

@@ -1,5 +1,5 @@
 """Thin tasks: they take ids and keys (JSON), set the request id for their log lines and call
-plain functions in `worker.inference` and `worker.callbacks`."""
+plain functions in `worker.realtime`, `worker.bulk` and `worker.callbacks`."""
 
 import logging
 from functools import cache
@@ -7,13 +7,16 @@ from functools import cache
 import redis
 from celery import Task
 
-from common.errors import ModelNotAvailableError
-from common.jobstore import ItemResult, JobStore
+from common.errors import JobExpiredError, JobNotFoundError, ModelNotAvailableError
+from common.imaging import ImageLimits
 from common.logging_setup import request_id_var
-from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK
+from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK
 from common.quality import QualityConfig
 from common.settings import get_settings
-from worker import callbacks, inference, metrics, runtime
+from common.store import jobs
+from common.store.ops import Store
+from common.wire import ItemResult
+from worker import bulk, callbacks, metrics, realtime, runtime
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -23,8 +26,8 @@ MODEL_RETRIES = 5
 
 
 @cache
-def _store() -> JobStore:
-    return JobStore.from_url(get_settings().redis_url)
+def _store() -> Store:
+    return Store.from_url(get_settings().redis_url)
 
 
 @app.task(name=PREDICT_TASK, ignore_result=True)
@@ -34,11 +37,11 @@ def predict(
     token = request_id_var.set(request_id)
     settings = get_settings()
     try:
-        inference.serve_prediction(
+        realtime.serve_prediction(
             _store(),
             lambda: runtime.model_host().engine(),
             prediction_id,
-            runtime.image_limits(settings),
+            ImageLimits.from_settings(settings),
             queue=settings.realtime_queue,
             enqueued_at=enqueued_at,
         )
@@ -73,7 +76,7 @@ def run_chunk(
             metrics.observe_task_failure(CHUNK_TASK, exc.reason)
             _fail_items(job_id, indices, exc)
             return
-        outcome = inference.run_chunk(
+        outcome = bulk.run_chunk(
             _store(),
             engine,
             job_id,
@@ -81,45 +84,43 @@ def run_chunk(
             indices,
             batch_size=settings.batch_size,
             max_deliveries=settings.max_deliveries,
-            limits=runtime.image_limits(settings),
+            limits=ImageLimits.from_settings(settings),
             queue=settings.bulk_queue,
             # A retry waited on purpose (its countdown): only a first delivery's wait counts.
             enqueued_at=enqueued_at if self.request.retries == 0 else None,
             quality=QualityConfig.from_settings(settings),
         )
         if outcome.finished:
-            _after_job_end(job_id)
+            job_ended.delay(job_id)
     finally:
         request_id_var.reset(token)
 
 
 def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) -> None:
     store = _store()
-    pending = store.unfinished(job_id, indices)
+    pending = store(jobs.unfinished(job_id, indices))
     failures = [ItemResult.failure(i, exc.reason, exc.message) for i in pending]
     queue = get_settings().bulk_queue
     for _ in failures:
         metrics.observe_item_failure(queue, exc.reason)
-    if store.complete(job_id, failures).finished:
-        _after_job_end(job_id)
+    if store(jobs.complete(job_id, failures)).finished:
+        job_ended.delay(job_id)
 
 
-def _after_job_end(job_id: str) -> None:
-    record = _store().job(job_id)
-    if record is None:
-        return
-    metrics.observe_job_finished(record.status.value)
-    log.info("job finished", extra={**record.summary()})
-    if record.callback_url:
-        send_callback.apply_async(args=[job_id], ignore_result=True)
-
-
-@app.task(name=CALLBACK_TASK, bind=True, ignore_result=True, max_retries=None)
-def send_callback(self: Task, job_id: str) -> None:
+@app.task(name=JOB_ENDED_TASK, bind=True, ignore_result=True, max_retries=None)
+def job_ended(self: Task, job_id: str) -> None:
+    """The one owner of what follows a job's end, however it ended (its last item, a cancel,
+    every file refused): count it and log it once, then deliver its callback."""
     settings = get_settings()
     store = _store()
-    record = store.job(job_id)
-    if record is None or not record.callback_url or record.callback_status == "delivered":
+    try:
+        record = store(jobs.read(job_id))
+    except (JobNotFoundError, JobExpiredError):
+        return
+    if store(jobs.claim_end(job_id)):
+        metrics.observe_job_finished(record.status.value)
+        log.info("job finished", extra=record.summary().model_dump(mode="json"))
+    if not record.callback_url or record.callback_status == "delivered":
         return
     body = callbacks.callback_body(record.summary())
     attempt = self.request.retries + 1
@@ -129,12 +130,12 @@ def send_callback(self: Task, job_id: str) -> None:
         )
     except callbacks.CallbackError as exc:
         if attempt >= settings.callback_max_attempts:
-            store.set_callback_status(job_id, "failed")
-            metrics.observe_task_failure(CALLBACK_TASK, "callback_failed")
+            store(jobs.set_callback_status(job_id, "failed"))
+            metrics.observe_task_failure(JOB_ENDED_TASK, exc.reason)
             log.error("callback given up", extra={"job_id": job_id, "attempts": attempt})
             return
-        store.set_callback_status(job_id, "retrying")
+        store(jobs.set_callback_status(job_id, "retrying"))
         log.warning("callback failed; will retry", extra={"job_id": job_id, "error": str(exc)})
         raise self.retry(countdown=callbacks.backoff_s(self.request.retries), exc=exc) from exc
-    store.set_callback_status(job_id, "delivered")
+    store(jobs.set_callback_status(job_id, "delivered"))
     log.info("callback delivered", extra={"job_id": job_id, "attempts": attempt})

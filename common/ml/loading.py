@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from common.ml.checkpoint import load_checkpoint
 from common.errors import ModelNotAvailableError
+from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from common.store import workers
 from gateway.dependencies import ServicesDep, SettingsDep
-from gateway.schemas import Liveness, ModelInfo, Readiness, WorkerInfo
-from gateway.services import evaluate_readiness
+from gateway.schemas import Liveness, Readiness, WorkerInfo
 
 router = APIRouter(tags=["health"])
 
@@ -14,12 +14,6 @@ router = APIRouter(tags=["health"])
 @router.get("/livez", response_model=Liveness)
 async def livez() -> Liveness:
     """The process is up and its event loop answers (no dependency is checked)."""
-    return Liveness()
-
-
-@router.get("/health", response_model=Liveness)
-async def health() -> Liveness:
-    """Alias of /livez, kept for the smoke tests that call it."""
     return Liveness()
 
 
@@ -31,25 +25,24 @@ async def health() -> Liveness:
 async def readyz(services: ServicesDep, settings: SettingsDep) -> JSONResponse:
     """Ready when Redis answers and each queue has a worker with a loaded model."""
     try:
-        await services.store.ping()
-        heartbeats = await services.store.live_workers()
+        await services.redis.ping()
+        heartbeats = await services.store(workers.live())
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body = Readiness(status="not_ready", detail=f"Redis does not answer: {exc}")
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
-    verdict = evaluate_readiness(heartbeats, [settings.realtime_queue, settings.bulk_queue])
-    workers = [
-        WorkerInfo(
-            worker_id=hb.worker_id,
-            queues=hb.queues,
-            state=hb.state,
-            device=hb.device,
-            model=ModelInfo(name=hb.model_name or "", version=hb.model_version)
-            if hb.model_version
-            else None,
-        )
-        for hb in heartbeats
-    ]
+    verdict = workers.readiness(heartbeats, [settings.realtime_queue, settings.bulk_queue])
     body = Readiness(
-        status="ready" if verdict.ok else "not_ready", detail=verdict.detail, workers=workers
+        status="ready" if verdict.ok else "not_ready",
+        detail=verdict.detail,
+        workers=[
+            WorkerInfo(
+                worker_id=hb.worker_id,
+                queues=hb.queues,
+                state=hb.state,
+                device=hb.device,
+                model=hb.model,
+            )
+            for hb in heartbeats
+        ],
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if verdict.ok else 503)

@@ -6,13 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from common.jobstore import TERMINAL, AsyncJobStore, JobNotFoundError
+from common.errors import BrokerUnavailableError, IdempotencyConflictError, JobNotFoundError
+from common.store import idempotency, jobs
+from common.store.ops import AsyncStore
+from common.wire import JobSummary
 from gateway.dependencies import RequestIdDep, ServicesDep
-from gateway.errors import BrokerUnavailableError, IdempotencyConflictError
 from gateway.job_uploads import receive_job
 from gateway.monitoring import MetricsDep
 from gateway.openapi import error_responses, multipart_body
-from gateway.schemas import CancelResponse, JobAccepted, JobStatusResponse, JobSummary
+from gateway.schemas import CancelResponse, JobAccepted, JobStatusResponse
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -51,16 +53,16 @@ def _accepted(record: JobSummary, request: Request, response: Response) -> JobAc
 
 
 async def _replay(
-    store: AsyncJobStore, job_id: str, request: Request, response: Response
+    store: AsyncStore, job_id: str, request: Request, response: Response
 ) -> JobAccepted:
     try:
-        record = await store.job(job_id)
+        record = await store(jobs.read(job_id))
     except JobNotFoundError as exc:
         raise IdempotencyConflictError(
             "a request with this Idempotency-Key is still being received; retry shortly"
         ) from exc
     response.headers["Idempotent-Replayed"] = "true"
-    return _accepted(JobSummary.from_record(record), request, response)
+    return _accepted(record.summary(), request, response)
 
 
 @router.post(
@@ -87,30 +89,30 @@ async def create_job(
 ) -> JobAccepted:
     """Submit photos (multipart field `files`, repeated) for classification in the background."""
     store, settings = services.store, services.settings
-    if idempotency_key and (existing := await store.idempotent_job(idempotency_key)):
+    if idempotency_key and (existing := await store(idempotency.lookup(idempotency_key))):
         return await _replay(store, existing, request, response)
     await services.ensure_capacity(settings.bulk_queue)
     job_id = uuid.uuid4().hex
-    if idempotency_key and not await store.reserve_idempotency(idempotency_key, job_id):
-        existing = await store.idempotent_job(idempotency_key)
+    reservation = idempotency.reserve(idempotency_key or "", job_id, settings.job_ttl_s)
+    if idempotency_key and not await store(reservation):
+        existing = await store(idempotency.lookup(idempotency_key))
         return await _replay(store, existing or job_id, request, response)
     try:
         new_job, chunks = await receive_job(request, store, settings, job_id, request_id)
-        record = await store.create_job(new_job)
+        ttls = settings.job_ttl_s, settings.job_tombstone_ttl_s
+        record = await store(jobs.create(new_job, *ttls))
         await services.dispatcher.chunks(job_id, chunks, request_id)
     except BaseException:
         if idempotency_key:
-            await store.release_idempotency(idempotency_key, job_id)
-        if await store.job_exists(job_id):  # created, but its chunks could not all be queued
+            await store(idempotency.release(idempotency_key, job_id))
+        if await store(jobs.exists(job_id)):  # created, but its chunks could not all be queued
             await _cancel_quietly(services, job_id)
         raise
     metrics.observe_job_submitted(record.total)
-    if record.status in TERMINAL:  # every file was refused at upload
-        metrics.observe_job_finished(record.status.value)
-        if record.callback_url:
-            await services.dispatcher.callback(job_id)
+    if record.ended:  # every file was refused at upload
+        await services.dispatcher.job_ended(job_id)
     log.info("job accepted", extra={"job_id": job_id, "total": record.total, "chunks": len(chunks)})
-    return _accepted(JobSummary.from_record(record), request, response)
+    return _accepted(record.summary(), request, response)
 
 
 @router.get(
@@ -126,7 +128,7 @@ async def get_job(
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 100,
 ) -> JobStatusResponse:
     """The job's status, counts and timestamps, with one page of its items' results."""
-    page = await services.store.page(job_id, offset, limit)
+    page = await services.store(jobs.page(job_id, offset, limit))
     return JobStatusResponse.from_page(page)
 
 
@@ -135,33 +137,29 @@ async def get_job(
     response_model=CancelResponse,
     responses=error_responses(404, 409, 410),
 )
-async def cancel_job(job_id: JobId, services: ServicesDep, metrics: MetricsDep) -> CancelResponse:
+async def cancel_job(job_id: JobId, services: ServicesDep) -> CancelResponse:
     """Cancel a queued or running job; items finished before the cancel keep their results."""
-    record, changed = await services.store.cancel(job_id)
+    record, changed = await services.store(jobs.cancel(job_id))
     if changed:
-        metrics.observe_job_finished("cancelled")
-        await _after_cancel(services, job_id, record.chunks, record.total, record.callback_url)
+        await _after_cancel(services, job_id, record.chunks, record.total)
         log.info("job cancelled", extra={"job_id": job_id, "done": record.done})
     return CancelResponse.from_record(record)
 
 
-async def _after_cancel(
-    services: Services, job_id: str, chunks: int, total: int, callback_url: str | None
-) -> None:
+async def _after_cancel(services: Services, job_id: str, chunks: int, total: int) -> None:
     # The cancel already holds: workers check the flag and the store refuses late writes.
     # Revoking spares them the work; deleting the images frees memory now, not at expiry.
     try:
         await services.dispatcher.revoke_chunks(job_id, chunks)
-        if callback_url:
-            await services.dispatcher.callback(job_id)
+        await services.dispatcher.job_ended(job_id)
     except BrokerUnavailableError as exc:
-        log.warning("could not revoke or notify after a cancel", extra={"error": exc.message})
-    await services.store.discard_upload(job_id, total)
+        log.warning("could not revoke or report a cancel", extra={"error": exc.message})
+    await services.store(jobs.discard_upload(job_id, total))
 
 
 async def _cancel_quietly(services: Services, job_id: str) -> None:
     try:
-        record, _ = await services.store.cancel(job_id)
-        await _after_cancel(services, job_id, record.chunks, record.total, None)
+        record, _ = await services.store(jobs.cancel(job_id))
+        await _after_cancel(services, job_id, record.chunks, record.total)
     except Exception:
         log.exception("could not cancel a job whose chunks were not all queued")

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Response
 
 from gateway.dependencies import ServicesDep, SettingsDep
-from gateway.metrics import refresh_from_redis
 from gateway.monitoring import MetricsDep, QualityDep
+from gateway.monitoring.metrics import refresh_from_redis
 
 router = APIRouter(tags=["monitoring"])
 

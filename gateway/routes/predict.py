@@ -7,13 +7,14 @@ import uuid
 import redis
 from fastapi import APIRouter, Request
 
-from common.quality import ModelRef
+from common.errors import InferenceFailedError, PredictTimeoutError, error_for_reason
+from common.store import predict_mailbox
+from common.wire import Classification
 from gateway.dependencies import RequestIdDep, ServicesDep
-from gateway.errors import PredictTimeoutError, error_from_reply
 from gateway.monitoring import MetricsDep, QualityDep
+from gateway.monitoring.quality import QualityTracker
 from gateway.openapi import error_responses, multipart_body
-from gateway.quality import QualityTracker
-from gateway.schemas import ModelInfo, PredictResponse
+from gateway.schemas import PredictResponse
 from gateway.uploads import read_single_file
 
 log = logging.getLogger(__name__)
@@ -54,52 +55,52 @@ async def predict(
     prediction_id = uuid.uuid4().hex
     store = services.store
     ttl = int(settings.predict_timeout_s) + IMAGE_TTL_MARGIN_S
-    await store.put_predict_image(prediction_id, upload.data, ttl)
+    await store(predict_mailbox.put_image(prediction_id, upload.data, ttl))
     queued = time.perf_counter()
     await services.dispatcher.predict(prediction_id, request_id)
-    reply = await store.await_predict_reply(prediction_id, settings.predict_timeout_s)
+    reply = await store(predict_mailbox.await_reply(prediction_id, settings.predict_timeout_s))
     metrics.observe_worker_wait(settings.realtime_queue, time.perf_counter() - queued)
     if reply is None:
-        await store.abandon_predict(prediction_id)
+        await store(predict_mailbox.abandon(prediction_id))
         raise PredictTimeoutError(
             f"no worker answered within {settings.predict_timeout_s:g} s; try again later"
         )
-    if not reply.get("ok"):
-        raise error_from_reply(reply.get("error") or {})
+    if reply.error is not None:
+        raise error_for_reason(reply.error.reason, reply.error.message)
+    if reply.prediction is None:
+        raise InferenceFailedError("the worker answered without a prediction")
 
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
-    model = ModelInfo(**reply["model"])
-    label, probability = str(reply["label"]), float(reply["probability"])
-    metrics.observe_prediction(label, probability, model.name, model.version)
-    await _remember(quality, request_id, label, probability, ModelRef(model.name, model.version))
+    found = reply.prediction
+    model = found.model
+    metrics.observe_prediction(found.label, found.probability, model.name, model.version)
+    await _remember(quality, request_id, found)
     log.info(
         "prediction served",
         extra={
             "route": "/predict",
             "model_name": model.name,
             "model_version": model.version,
-            "label": label,
-            "probability": round(probability, 6),
+            "label": found.label,
+            "probability": round(found.probability, 6),
             "latency_ms": latency_ms,
             "upload_name": upload.filename,
         },
     )
     return PredictResponse(
-        label=reply["label"],
-        probability=reply["probability"],
-        probabilities=reply["probabilities"],
+        label=found.label,
+        probability=found.probability,
+        probabilities=found.probabilities,
         model=model,
         request_id=request_id,
         latency_ms=latency_ms,
     )
 
 
-async def _remember(
-    quality: QualityTracker, request_id: str, label: str, probability: float, model: ModelRef
-) -> None:
+async def _remember(quality: QualityTracker, request_id: str, found: Classification) -> None:
     """Record the answer so POST /feedback can name it; a failed record never fails the
     prediction the client is waiting for."""
     try:
-        await quality.record_prediction(request_id, label, probability, model)
+        await quality.record_prediction(request_id, found)
     except (redis.RedisError, OSError) as exc:
         log.warning("could not record the prediction for feedback", extra={"error": str(exc)})

@@ -22,7 +22,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from common.jobstore import JobStore
+from common.store import workers
+from common.store.ops import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
@@ -151,12 +152,12 @@ def start_worker(
 
 def wait_for_worker(redis_url: str, node_prefix: str, processes: int, proc: Process) -> None:
     """Until `processes` model-owning processes of the node report a loaded model."""
-    store = JobStore.from_url(redis_url)
+    store = Store.from_url(redis_url)
 
     def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"worker {proc.name} exited:\n{proc.log()[-3000:]}")
-        hbs = [hb for hb in store.live_workers() if hb.hostname.startswith(f"{node_prefix}@")]
+        hbs = [hb for hb in store(workers.live()) if hb.hostname.startswith(f"{node_prefix}@")]
         return sum(hb.ready for hb in hbs) >= processes
 
     try:

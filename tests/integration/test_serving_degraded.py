@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.jobstore import Heartbeat, JobStore, Keys
+from common.store import keys, workers
+from common.store.ops import Store
+from common.wire import Heartbeat, ModelRef
 from tests.integration.processes import (
     Process,
     free_port,
@@ -56,14 +58,14 @@ def http(degraded: tuple[str, str]) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def store(degraded: tuple[str, str]) -> Iterator[JobStore]:
-    job_store = JobStore.from_url(degraded[1])
+def store(degraded: tuple[str, str]) -> Iterator[Store]:
+    job_store = Store.from_url(degraded[1])
     yield job_store
     job_store.redis.flushdb()
 
 
 @pytest.fixture
-def fake_worker(store: JobStore) -> Heartbeat:
+def fake_worker(store: Store) -> Heartbeat:
     """A heartbeat of a ready worker that consumes nothing: the gateway believes in it."""
     heartbeat = Heartbeat(
         worker_id="ghost@test:1",
@@ -71,10 +73,9 @@ def fake_worker(store: JobStore) -> Heartbeat:
         pid=1,
         queues=["realtime", "bulk"],
         state="ready",
-        model_name="catdog",
-        model_version="ghost",
+        model=ModelRef("catdog", "ghost"),
     )
-    store.beat(heartbeat, ttl_s=60)
+    store(workers.beat(heartbeat, ttl_s=60))
     return heartbeat
 
 
@@ -84,7 +85,7 @@ def jpeg(photo_dir: Path) -> bytes:
 
 
 def test_readyz_is_503_with_the_reason_when_no_worker_runs(
-    http: httpx.Client, store: JobStore
+    http: httpx.Client, store: Store
 ) -> None:
     response = http.get("/readyz")
     assert response.status_code == 503
@@ -94,17 +95,22 @@ def test_readyz_is_503_with_the_reason_when_no_worker_runs(
     assert http.get("/livez").status_code == 200
 
 
-def test_readyz_names_a_worker_whose_model_failed_to_load(
-    http: httpx.Client, store: JobStore
-) -> None:
-    broken = Heartbeat("w@x:2", "w@x", 2, ["realtime", "bulk"], "failed", error="no checkpoint")
-    store.beat(broken, ttl_s=60)
+def test_readyz_names_a_worker_whose_model_failed_to_load(http: httpx.Client, store: Store) -> None:
+    broken = Heartbeat(
+        worker_id="w@x:2",
+        hostname="w@x",
+        pid=2,
+        queues=["realtime", "bulk"],
+        state="failed",
+        error="no checkpoint",
+    )
+    store(workers.beat(broken, ttl_s=60))
     body = http.get("/readyz").json()
     assert "w@x:2 failed (no checkpoint)" in body["detail"]
 
 
 def test_predict_is_503_when_no_worker_serves_the_queue(
-    http: httpx.Client, store: JobStore, jpeg: bytes
+    http: httpx.Client, store: Store, jpeg: bytes
 ) -> None:
     response = http.post("/predict", files={"file": ("a.jpg", jpeg)})
     assert response.status_code == 503
@@ -112,7 +118,7 @@ def test_predict_is_503_when_no_worker_serves_the_queue(
 
 
 def test_predict_is_504_when_no_worker_answers_in_time(
-    http: httpx.Client, store: JobStore, fake_worker: Heartbeat, jpeg: bytes
+    http: httpx.Client, store: Store, fake_worker: Heartbeat, jpeg: bytes
 ) -> None:
     started = time.monotonic()
     response = http.post("/predict", files={"file": ("a.jpg", jpeg)})
@@ -121,11 +127,11 @@ def test_predict_is_504_when_no_worker_answers_in_time(
     assert "1 s" in response.json()["detail"]
     assert time.monotonic() - started < 5
     # The abandoned image is deleted, so a late worker skips the task.
-    assert not list(store.redis.scan_iter(match=Keys.predict_image("*")))
+    assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
 
 
 def test_predict_and_jobs_are_429_with_retry_after_when_the_queue_is_full(
-    http: httpx.Client, store: JobStore, fake_worker: Heartbeat, jpeg: bytes
+    http: httpx.Client, store: Store, fake_worker: Heartbeat, jpeg: bytes
 ) -> None:
     store.redis.rpush("realtime", *[b"{}"] * 3)
     store.redis.rpush("bulk", *[b"{}"] * 3)
@@ -139,7 +145,7 @@ def test_predict_and_jobs_are_429_with_retry_after_when_the_queue_is_full(
 
 
 def test_a_job_is_accepted_without_workers_and_cancelled_while_queued(
-    http: httpx.Client, store: JobStore, jpeg: bytes
+    http: httpx.Client, store: Store, jpeg: bytes
 ) -> None:
     response = http.post("/jobs", files=[("files", ("a.jpg", jpeg)), ("files", ("b.jpg", jpeg))])
     assert response.status_code == 202
@@ -149,7 +155,7 @@ def test_a_job_is_accepted_without_workers_and_cancelled_while_queued(
 
 
 def test_results_expire_after_the_ttl_then_the_job_is_410_and_unknown_ids_404(
-    http: httpx.Client, store: JobStore, jpeg: bytes
+    http: httpx.Client, store: Store, jpeg: bytes
 ) -> None:
     job_id = http.post("/jobs", files={"files": ("a.jpg", jpeg)}).json()["job_id"]
     assert http.get(f"/jobs/{job_id}").status_code == 200
@@ -158,7 +164,7 @@ def test_results_expire_after_the_ttl_then_the_job_is_410_and_unknown_ids_404(
     assert response.status_code == 410
     assert response.json()["reason"] == "job_expired"
     assert http.delete(f"/jobs/{job_id}").status_code == 410
-    assert not store.redis.exists(Keys.image(job_id, 0), Keys.names(job_id))
+    assert not store.redis.exists(keys.image(job_id, 0), keys.names(job_id))
     assert http.get("/jobs/feedfacecafe").status_code == 404
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from common.jobstore import Keys
+from common.store import keys
 from tests.integration.processes import Stack, all_items, free_port, wait_for_job, wait_until
 from worker.callbacks import SIGNATURE_HEADER, verify_signature
 
@@ -165,7 +165,7 @@ def test_cancel_stops_a_job_and_no_item_finishes_afterwards(
     assert len(finished) == cancelled["done"] + cancelled["failed"]
     # Queued chunks were revoked or skipped, and the images were deleted.
     assert stack.redis.llen("bulk") == 0
-    assert not stack.redis.exists(*[Keys.image(job_id, i) for i in range(250)])
+    assert not stack.redis.exists(*[keys.image(job_id, i) for i in range(250)])
     again = client.delete(f"/jobs/{job_id}")
     assert again.status_code == 200 and again.json()["done"] == cancelled["done"]
 
@@ -184,14 +184,14 @@ def test_same_idempotency_key_returns_the_same_job_and_enqueues_nothing(
     key = f"shelter-upload-{time.time_ns()}"
     first = _submit(client, _files(kaggle[:5]), headers={"Idempotency-Key": key})
     wait_for_job(client, first["job_id"])
-    jobs_before = len(list(stack.redis.scan_iter(match=Keys.job("*"), count=1000)))
+    jobs_before = len(list(stack.redis.scan_iter(match=keys.job("*"), count=1000)))
 
     response = client.post("/jobs", files=_files(kaggle[:5]), headers={"Idempotency-Key": key})
     assert response.status_code == 202
     assert response.headers["idempotent-replayed"] == "true"
     assert response.json()["job_id"] == first["job_id"]
     assert response.headers["location"] == first["status_url"]
-    assert len(list(stack.redis.scan_iter(match=Keys.job("*"), count=1000))) == jobs_before
+    assert len(list(stack.redis.scan_iter(match=keys.job("*"), count=1000))) == jobs_before
     assert stack.redis.llen("bulk") == 0
     other = _submit(client, _files(kaggle[:1]), headers={"Idempotency-Key": key + "-other"})
     assert other["job_id"] != first["job_id"]

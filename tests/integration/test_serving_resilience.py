@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from common.ml.checkpoint import load_checkpoint, save_checkpoint
-from common.jobstore import JobStore, Keys
+from common.store import keys, workers
+from common.store.ops import Store
 from tests.integration.processes import Stack, all_items, start_stack, wait_for_job, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -76,10 +77,10 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
     assert sorted(item["index"] for item in items) == list(range(200))
     assert all(item["status"] == "succeeded" for item in items)
     redis = lone_stack.redis
-    assert redis.hlen(Keys.results(job_id)) == 200
-    deliveries = {int(v) for v in redis.hvals(Keys.deliveries(job_id))}
+    assert redis.hlen(keys.results(job_id)) == 200
+    deliveries = {int(v) for v in redis.hvals(keys.deliveries(job_id))}
     assert max(deliveries) >= 2, "the killed worker's chunk was delivered again"
-    assert len(redis.hvals(Keys.attempts(job_id))) == 200
+    assert len(redis.hvals(keys.attempts(job_id))) == 200
 
 
 def _run(module: str, stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,8 +126,8 @@ def test_reload_moves_workers_to_the_new_model_and_a_failed_load_keeps_the_old(
 
 
 def test_healthcheck_pings_this_worker_by_name(lone_stack: Stack) -> None:
-    store = JobStore.from_url(lone_stack.redis_url)
-    node = next(hb.hostname for hb in store.live_workers() if hb.ready)
+    store = Store.from_url(lone_stack.redis_url)
+    node = next(hb.hostname for hb in store(workers.live()) if hb.ready)
     healthy = _run("worker.healthcheck", lone_stack, "--hostname", node, "--require-model")
     assert healthy.returncode == 0, healthy.stderr
     started = time.monotonic()

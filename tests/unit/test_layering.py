@@ -26,9 +26,7 @@ def _torch_free_files() -> list[Path]:
     files = [p for pkg in TORCH_FREE_PACKAGES for p in (ROOT / pkg).rglob("*.py")]
     # `client/__main__.py` runs the CLI when imported; it imports nothing but client.cli.
     return sorted(
-        p
-        for p in files
-        if not p.is_relative_to(ROOT / "common" / "ml") and p.name != "__main__.py"
+        p for p in files if not p.is_relative_to(ROOT / "common" / "ml") and p.name != "__main__.py"
     )
 
 

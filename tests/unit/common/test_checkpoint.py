@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import ModelNotAvailableError
+from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.ml.model import ModelConfig, build_model
 
 

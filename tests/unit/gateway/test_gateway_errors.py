@@ -2,28 +2,32 @@
 
 import pytest
 
+from common import errors
 from common.errors import (
+    BrokerUnavailableError,
     CatDogError,
     DecompressionBombError,
-    ImageTooLargeError,
-    InvalidImageError,
-    ModelNotAvailableError,
-    UnsupportedMediaTypeError,
-)
-from common.jobstore import JobExpiredError, JobFinishedError, JobNotFoundError
-from gateway.errors import (
-    BrokerUnavailableError,
     IdempotencyConflictError,
+    ImageTooLargeError,
     InferenceFailedError,
+    InvalidImageError,
+    JobExpiredError,
+    JobFinishedError,
+    JobNotFoundError,
     MissingFieldError,
+    ModelNotAvailableError,
     NoWorkerError,
     PredictTimeoutError,
     QueueFullError,
     RequestTooLargeError,
     TooManyFilesError,
-    error_from_reply,
-    status_for,
+    UnsupportedMediaTypeError,
+    error_for_reason,
 )
+from gateway.errors import STATUS_BY_ERROR, status_for
+
+# Raised where no HTTP request is being answered: in training, or inside a worker's retries.
+NOT_HTTP = {errors.DataSourceError, errors.CallbackError, errors.OfflineMetricsUnavailableError}
 
 
 @pytest.mark.parametrize(
@@ -72,6 +76,24 @@ def test_an_unmapped_domain_error_is_a_500() -> None:
 def test_a_worker_reply_becomes_the_same_error_again(
     reason: str, cls: type[CatDogError], status: int
 ) -> None:
-    error = error_from_reply({"reason": reason, "message": "why"})
+    error = error_for_reason(reason, "why")
     assert type(error) is cls
     assert (error.reason, error.message, status_for(error)) == (reason, "why", status)
+
+
+def _domain_errors() -> list[type[CatDogError]]:
+    return [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, CatDogError) and cls is not CatDogError
+    ]
+
+
+def test_every_domain_error_an_answer_can_carry_has_a_status() -> None:
+    unmapped = {cls for cls in _domain_errors() if cls not in STATUS_BY_ERROR} - NOT_HTTP
+    assert unmapped == set()
+
+
+def test_reasons_are_unique_so_a_worker_reply_names_one_error() -> None:
+    reasons = [cls.reason for cls in _domain_errors()]
+    assert len(reasons) == len(set(reasons))

@@ -18,7 +18,6 @@ def test_every_contracted_route_is_documented(spec: dict[str, Any]) -> None:
     assert routes >= {
         ("/livez", "get"),
         ("/readyz", "get"),
-        ("/health", "get"),
         ("/predict", "post"),
         ("/jobs", "post"),
         ("/jobs/{job_id}", "get"),

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 import pytest
 from starlette.requests import Request
 
-from common.errors import CatDogError, ImageTooLargeError
-from gateway.errors import (
+from common.errors import (
+    CatDogError,
+    ImageTooLargeError,
     InvalidFieldError,
     MalformedRequestError,
     MissingFieldError,

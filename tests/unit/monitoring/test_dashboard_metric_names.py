@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
 
-from gateway.metrics import GatewayMetrics
+from gateway.monitoring.metrics import GatewayMetrics
 from worker import metrics as worker_metrics
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,16 +10,19 @@ import redis
 import redis.asyncio as aioredis
 
 from common import quality as q
-from common.jobstore import AsyncJobStore, ItemResult, JobStore, NewJob
-from common.offline_metrics import OfflineMetrics, OfflineMetricsUnavailableError
-from common.quality import ModelRef, PredictionRecord, QualityConfig
-from gateway.metrics import GatewayMetrics
-from gateway.quality import (
+from common.errors import (
     FeedbackConflictError,
+    OfflineMetricsUnavailableError,
     PredictionNotFoundError,
-    QualityTracker,
-    ReferenceCache,
 )
+from common.offline_metrics import OfflineMetrics
+from common.quality import PredictionRecord, QualityConfig
+from common.store import jobs
+from common.store.jobs import NewJob
+from common.store.ops import AsyncStore, Store
+from common.wire import Classification, ItemResult, ModelRef
+from gateway.monitoring.metrics import GatewayMetrics
+from gateway.monitoring.quality import QualityTracker, ReferenceCache
 
 T = TypeVar("T")
 V3 = ModelRef("catdog", "3")
@@ -40,6 +43,12 @@ OFFLINE_V3 = OfflineMetrics(
 )
 
 
+def answer(label: str, probability: float, model: ModelRef) -> Classification:
+    other = "dog" if label == "cat" else "cat"
+    odds = {label: probability, other: 1 - probability}
+    return Classification(label=label, probability=probability, probabilities=odds, model=model)
+
+
 def with_tracker(
     redis_url: str,
     use: Callable[[QualityTracker], Awaitable[T]],
@@ -49,8 +58,7 @@ def with_tracker(
     async def main() -> T:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            store = AsyncJobStore(client, job_ttl_s=60, tombstone_ttl_s=60)
-            tracker = QualityTracker(client, store, config or QualityConfig(), references)
+            tracker = QualityTracker(AsyncStore(client), config or QualityConfig(), references)
             return await use(tracker)
         finally:
             await client.aclose()
@@ -67,7 +75,7 @@ def offline_lookup(model: ModelRef) -> OfflineMetrics:
 def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> list[float | None]:
         for i, label in enumerate(["cat", "cat", "dog", "dog"]):
-            await t.record_prediction(f"r{i}", label, 0.9, V3)
+            await t.record_prediction(f"r{i}", answer(label, 0.9, V3))
         seen = []
         for i, truth in enumerate(["cat", "dog", "dog", "dog"]):
             seen.append(
@@ -80,7 +88,7 @@ def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url
 
 def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[bool, bool, int]:
-        await t.record_prediction("r1", "cat", 0.8, V3)
+        await t.record_prediction("r1", answer("cat", 0.8, V3))
         first = await t.feedback("req:r1", "Cat")
         again = await t.feedback("req:r1", "cat")
         return first.counted, again.counted, again.window_size
@@ -90,7 +98,7 @@ def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
 
 def test_feedback_with_a_different_label_the_second_time_is_a_conflict(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> None:
-        await t.record_prediction("r1", "cat", 0.8, V3)
+        await t.record_prediction("r1", answer("cat", 0.8, V3))
         await t.feedback("req:r1", "cat")
         await t.feedback("req:r1", "dog")
 
@@ -109,23 +117,18 @@ def test_a_wrong_label_is_refused(redis_url: str) -> None:
 
 
 def _job_with_items(redis_url: str) -> str:
-    async def create() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        store = AsyncJobStore(client, job_ttl_s=60, tombstone_ttl_s=60)
-        await store.create_job(
-            NewJob("job1", ["a.jpg", "b.jpg"], [], chunks=1, callback_url=None, request_id=None)
+    store = Store.from_url(redis_url)
+    job = NewJob("job1", ["a.jpg", "b.jpg"], [], chunks=1, callback_url=None, request_id=None)
+    store(jobs.create(job, ttl_s=60, tombstone_ttl_s=60))
+    store(jobs.start_chunk("job1", 0))
+    store(
+        jobs.complete(
+            "job1",
+            [
+                ItemResult(index=0, prediction=answer("dog", 0.7, V4)),
+                ItemResult.failure(1, "truncated", "the image is truncated"),
+            ],
         )
-        await client.aclose()
-
-    asyncio.run(create())
-    store = JobStore.from_url(redis_url)
-    store.start_chunk("job1", 0)
-    store.complete(
-        "job1",
-        [
-            ItemResult(0, "dog", 0.7, {"cat": 0.3, "dog": 0.7}, "catdog", "4"),
-            ItemResult.failure(1, "truncated", "the image is truncated"),
-        ],
     )
     return "job1"
 
@@ -148,7 +151,7 @@ def test_feedback_on_a_failed_job_item_is_not_found(redis_url: str) -> None:
 def test_the_window_keeps_only_the_last_outcomes(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[float | None, int]:
         for i in range(5):
-            await t.record_prediction(f"r{i}", "cat", 0.9, V3)
+            await t.record_prediction(f"r{i}", answer("cat", 0.9, V3))
             await t.feedback(f"req:r{i}", "dog" if i < 2 else "cat")  # 2 wrong, then 3 right
         outcome = await t.feedback("req:r4", "cat")
         return outcome.window_accuracy, outcome.window_size
@@ -159,7 +162,7 @@ def test_the_window_keeps_only_the_last_outcomes(redis_url: str) -> None:
 def test_records_expire_after_their_ttl(redis_url: str) -> None:
     with_tracker(
         redis_url,
-        lambda t: t.record_prediction("r1", "cat", 0.9, V3),
+        lambda t: t.record_prediction("r1", answer("cat", 0.9, V3)),
         QualityConfig(record_ttl_s=30),
     )
     ttl = redis.Redis.from_url(redis_url).ttl(q.Keys.record("req:r1"))
@@ -168,17 +171,13 @@ def test_records_expire_after_their_ttl(redis_url: str) -> None:
 
 def test_snapshot_compares_the_live_mix_with_the_test_set(redis_url: str) -> None:
     # Job items come from the workers' (blocking) writer, /predict answers from the gateway.
-    q.record_predictions_sync(
-        redis.Redis.from_url(redis_url),
-        [PredictionRecord(f"job:j:{i}", "cat", 0.6, V3) for i in range(3)],
-        ttl_s=60,
-        window=100,
-    )
+    records = [PredictionRecord(f"job:j:{i}", "cat", 0.6, V3) for i in range(3)]
+    Store(redis.Redis.from_url(redis_url))(q.record_predictions(records, ttl_s=60, window=100))
     references = ReferenceCache(offline_lookup, ttl_s=60)
 
     async def scenario(t: QualityTracker) -> list[q.ModelRef]:
-        await t.record_prediction("r1", "dog", 0.8, V3)
-        await t.record_prediction("r2", "dog", 0.9, V4)
+        await t.record_prediction("r1", answer("dog", 0.8, V3))
+        await t.record_prediction("r2", answer("dog", 0.9, V4))
         await t.feedback("req:r1", "cat")
         versions = await t.snapshot()
         (v3,) = [v for v in versions if v.model == V3]
@@ -207,7 +206,7 @@ def test_snapshot_compares_the_live_mix_with_the_test_set(redis_url: str) -> Non
 def test_snapshot_exports_only_the_most_recent_versions(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> list[ModelRef]:
         for v in range(1, 6):
-            await t.record_prediction(f"r{v}", "cat", 0.9, ModelRef("catdog", str(v)))
+            await t.record_prediction(f"r{v}", answer("cat", 0.9, ModelRef("catdog", str(v))))
         return [v.model for v in await t.snapshot()]
 
     models = with_tracker(redis_url, scenario, QualityConfig(max_models=2))
@@ -236,7 +235,7 @@ def test_the_reference_cache_remembers_misses_until_its_ttl() -> None:
 
 def test_quality_gauges_carry_live_offline_and_drift(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> bytes:
-        await t.record_prediction("r1", "cat", 0.9, V3)
+        await t.record_prediction("r1", answer("cat", 0.9, V3))
         await t.feedback("req:r1", "cat")
         metrics = GatewayMetrics()
         metrics.set_quality(await t.snapshot())
@@ -254,12 +253,12 @@ def test_quality_gauges_carry_live_offline_and_drift(redis_url: str) -> None:
 
 def test_worker_recorded_job_items_can_receive_feedback(redis_url: str) -> None:
     results = [
-        ItemResult(0, "cat", 0.8, {"cat": 0.8, "dog": 0.2}, "catdog", "4"),
+        ItemResult(index=0, prediction=answer("cat", 0.8, V4)),
         ItemResult.failure(1, "truncated", "the image is truncated"),
     ]
     records = q.job_item_records("j9", results)
     assert [r.key for r in records] == ["job:j9:0"]
-    q.record_predictions_sync(redis.Redis.from_url(redis_url), records, ttl_s=60, window=10)
+    Store(redis.Redis.from_url(redis_url))(q.record_predictions(records, ttl_s=60, window=10))
     # No job in the job store: the quality record alone answers.
     outcome = with_tracker(redis_url, lambda t: t.feedback("job:j9:0", "cat"))
     assert (outcome.correct, outcome.model) == (True, V4)

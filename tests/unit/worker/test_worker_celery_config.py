@@ -1,6 +1,6 @@
 """The Celery configuration both sides build: JSON only, late acks, explicit routing."""
 
-from common.messaging import CALLBACK_TASK, CHUNK_TASK, PREDICT_TASK, celery_config
+from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, celery_config
 from common.settings import Settings
 
 
@@ -29,4 +29,4 @@ def test_model_loading_gets_more_than_celerys_four_seconds() -> None:
 def test_predictions_and_bulk_work_have_their_own_queues() -> None:
     routes = celery_config(Settings(realtime_queue="rt", bulk_queue="bk"))["task_routes"]
     assert routes[PREDICT_TASK] == {"queue": "rt"}
-    assert routes[CHUNK_TASK] == routes[CALLBACK_TASK] == {"queue": "bk"}
+    assert routes[CHUNK_TASK] == routes[JOB_ENDED_TASK] == {"queue": "bk"}

@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from common.ml.model import ModelConfig, build_model
 from common.ml.loading import LoadedModel
+from common.ml.model import ModelConfig, build_model
 from common.ml.preprocessing import preprocess_batch
+from common.wire import ModelRef
 from worker.engine import InferenceEngine
 
 
@@ -45,5 +46,5 @@ def test_batched_predictions_equal_single_image_inference(
 def test_warm_up_runs_and_names_the_model(loaded: LoadedModel) -> None:
     engine = InferenceEngine(loaded, "cpu", batch_size=2)
     engine.warm_up()
-    assert (engine.name, engine.version) == ("catdog", "7")
+    assert engine.model == ModelRef("catdog", "7")
     assert engine.predict([]) == []

@@ -17,9 +17,7 @@ Three kinds of numbers:
 Names follow Prometheus conventions: base units (seconds, bytes), `_total` on counters.
 """
 
-import json
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -32,23 +30,20 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.jobstore import AsyncJobStore, Heartbeat
+from common.store import queues as queue_store
+from common.store import workers as worker_registry
+from common.store.ops import AsyncStore
+from common.wire import Heartbeat
 
 if TYPE_CHECKING:
-    from gateway.quality import QualityTracker, VersionQuality
+    from gateway.monitoring.quality import QualityTracker, VersionQuality
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = tuple(float(2**n) for n in range(10, 30, 2))  # 1 KiB .. 128 MiB, x4
 PROBABILITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-# Statuses counted as rejections of a request (with their `reason` read from the body).
-REJECTION_STATUSES = frozenset({413, 415, 422, 429})
-UNMATCHED_ROUTE = "unmatched"
-# Error bodies are small JSON; read at most this much of one to find its `reason`.
-MAX_ERROR_BODY = 4096
 
 
 class GatewayMetrics:
@@ -109,13 +104,6 @@ class GatewayMetrics:
         )
         self.job_files = Counter(
             "catdog_gateway_job_files", "Files received in accepted bulk jobs", registry=r
-        )
-        self.jobs_finished = Counter(
-            "catdog_gateway_jobs_finished",
-            "Jobs the gateway ended (cancelled, or refused whole at upload), by final status;"
-            " workers count the jobs they end in catdog_worker_jobs_finished_total",
-            ["status"],
-            registry=r,
         )
         self.feedback = Counter(
             "catdog_gateway_feedback",
@@ -199,9 +187,6 @@ class GatewayMetrics:
         self.jobs_submitted.inc()
         self.job_files.inc(files)
 
-    def observe_job_finished(self, status: str) -> None:
-        self.jobs_finished.labels(status).inc()
-
     def observe_feedback(self, model_name: str, model_version: str, correct: bool) -> None:
         self.feedback.labels(model_name, model_version, "correct" if correct else "wrong").inc()
 
@@ -214,7 +199,7 @@ class GatewayMetrics:
     def set_ready_workers(self, heartbeats: Sequence[Heartbeat], queues: Iterable[str]) -> None:
         """Same rule as /readyz: a live process with a loaded model that consumes the queue."""
         for queue in queues:
-            ready = sum(1 for hb in heartbeats if hb.ready and queue in hb.queues)
+            ready = sum(1 for hb in heartbeats if hb.serves(queue))
             self.ready_workers.labels(queue).set(ready)
 
     def set_quality(self, versions: Sequence["VersionQuality"]) -> None:
@@ -250,15 +235,15 @@ class GatewayMetrics:
 
 async def refresh_from_redis(
     metrics: GatewayMetrics,
-    store: AsyncJobStore,
+    store: AsyncStore,
     queues: Sequence[str],
     quality: "QualityTracker | None" = None,
 ) -> None:
     """Read queue depths, worker heartbeats and live quality into the gauges. Never raises:
     a scrape while Redis is down still answers, with catdog_gateway_redis_up 0."""
     try:
-        metrics.set_queue_depths({q: await store.queue_depth(q) for q in queues})
-        metrics.set_ready_workers(await store.live_workers(), queues)
+        metrics.set_queue_depths({q: await store(queue_store.depth(q)) for q in queues})
+        metrics.set_ready_workers(await store(worker_registry.live()), queues)
         if quality is not None:
             metrics.set_quality(await quality.snapshot())
     except (redis.RedisError, OSError) as exc:
@@ -266,81 +251,3 @@ async def refresh_from_redis(
         log.warning("metrics: Redis unavailable", extra={"error": str(exc)})
         return
     metrics.redis_up.set(1)
-
-
-# --- the middleware ------------------------------------------------------------------------
-
-
-def route_label(scope: Scope) -> str:
-    """The matched route's template (`/jobs/{job_id}`), never the raw path: raw paths carry
-    ids and would make a new time series per job."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return str(path) if path else UNMATCHED_ROUTE
-
-
-def rejection_reason(body: bytes) -> str:
-    """The `reason` of an error body (`{"detail": ..., "reason": ...}`), or "unknown"."""
-    try:
-        reason = json.loads(body).get("reason")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return reason if isinstance(reason, str) and reason else "unknown"
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request: in flight, by route/method/status, latency, bytes received,
-    and rejections by reason (read from the error body, which every error handler writes as
-    `{"detail", "reason"}`). Pure ASGI: a streamed upload is counted, never buffered.
-
-    Uses `app.state.metrics` (a GatewayMetrics) when it is set, else does nothing."""
-
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    def _metrics(self, scope: Scope) -> GatewayMetrics | None:
-        if self.metrics is not None:
-            return self.metrics
-        app = scope.get("app")
-        found = getattr(getattr(app, "state", None), "metrics", None)
-        return found if isinstance(found, GatewayMetrics) else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics = self._metrics(scope) if scope["type"] == "http" else None
-        if metrics is None:
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        received = 0
-        error_body = bytearray()
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-            return message
-
-        async def watching_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and status in REJECTION_STATUSES:
-                room = MAX_ERROR_BODY - len(error_body)
-                if room > 0:
-                    error_body.extend(message.get("body", b"")[:room])
-            await send(message)
-
-        metrics.in_flight.inc()
-        try:
-            await self.app(scope, counting_receive, watching_send)
-        finally:
-            metrics.in_flight.dec()
-            route = route_label(scope)
-            metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
-            if received:
-                metrics.observe_upload(route, received)
-            if status in REJECTION_STATUSES:
-                metrics.observe_rejection(status, rejection_reason(bytes(error_body)))

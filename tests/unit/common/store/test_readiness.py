@@ -1,7 +1,8 @@
-"""Readiness: every queue needs a live worker process with a loaded model."""
+"""Readiness, the one rule /readyz, the gateway's worker check and the ready-workers gauge
+share: every queue needs a live worker process with a loaded model."""
 
-from common.jobstore import Heartbeat
-from gateway.services import evaluate_readiness
+from common.store.workers import readiness as evaluate_readiness
+from common.wire import Heartbeat, ModelRef
 
 QUEUES = ["realtime", "bulk"]
 
@@ -9,8 +10,16 @@ QUEUES = ["realtime", "bulk"]
 def beat(
     worker_id: str, queues: list[str], state: str = "ready", error: str | None = None
 ) -> Heartbeat:
-    version = "3" if state == "ready" else None
-    return Heartbeat(worker_id, "w@h", 1, queues, state, model_version=version, error=error)
+    model = ModelRef("catdog", "3") if state == "ready" else None
+    return Heartbeat(
+        worker_id=worker_id,
+        hostname="w@h",
+        pid=1,
+        queues=queues,
+        state=state,  # type: ignore[arg-type]
+        model=model,
+        error=error,
+    )
 
 
 def test_ready_when_each_queue_has_a_worker_with_a_model() -> None:

@@ -19,36 +19,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from anyio.to_thread import run_sync
 
 from common import quality as q
-from common.errors import CatDogError
-from common.jobstore import AsyncJobStore, JobExpiredError, JobNotFoundError
-from common.offline_metrics import (
-    OfflineMetrics,
+from common.errors import (
+    FeedbackConflictError,
+    JobExpiredError,
+    JobNotFoundError,
     OfflineMetricsUnavailableError,
-    fetch_offline_metrics,
+    PredictionNotFoundError,
 )
-from common.quality import ModelRef, PredictionRecord, QualityConfig, WindowStats
+from common.offline_metrics import OfflineMetrics, fetch_offline_metrics
+from common.quality import PredictionRecord, QualityConfig, WindowStats
+from common.store import jobs
+from common.store.ops import AsyncStore
+from common.wire import Classification, ModelRef
 
 log = logging.getLogger(__name__)
 
 # The three signals compared with the test set; also the `signal` label of the drift gauge.
 SIGNALS = ("accuracy", "cat_share", "mean_probability")
-
-
-class PredictionNotFoundError(CatDogError):
-    """No recorded prediction has that request id (or job id and index): unknown, expired,
-    still pending, or the item failed."""
-
-    reason = "prediction_not_found"
-
-
-class FeedbackConflictError(CatDogError):
-    """The prediction already received feedback with a different label."""
-
-    reason = "feedback_conflict"
 
 
 @dataclass(frozen=True)
@@ -142,25 +132,23 @@ class ReferenceCache:
 class QualityTracker:
     def __init__(
         self,
-        redis: aioredis.Redis,
-        store: AsyncJobStore,
+        store: AsyncStore,
         config: QualityConfig,
         references: ReferenceCache | None = None,
     ) -> None:
-        self.redis = redis
+        self.redis = store.redis
         self.store = store
         self.config = config
         self.references = references
 
-    async def record_prediction(
-        self, request_id: str, label: str, probability: float, model: ModelRef
-    ) -> None:
+    async def record_prediction(self, request_id: str, found: Classification) -> None:
         """Remember a /predict answer so feedback can name it by its request id."""
-        record = PredictionRecord(
-            q.prediction_key(request_id=request_id), label, probability, model
-        )
-        await q.record_predictions(
-            self.redis, [record], ttl_s=self.config.record_ttl_s, window=self.config.window
+        key = q.prediction_key(request_id=request_id)
+        record = PredictionRecord(key, found.label, found.probability, found.model)
+        await self.store(
+            q.record_predictions(
+                [record], ttl_s=self.config.record_ttl_s, window=self.config.window
+            )
         )
 
     async def feedback(self, key: str, true_label: str) -> FeedbackOutcome:
@@ -220,18 +208,15 @@ class QualityTracker:
 
     async def _job_item(self, job_id: str, index: int) -> PredictionRecord | None:
         try:
-            page = await self.store.page(job_id, index, 1)
+            page = await self.store(jobs.page(job_id, index, 1))
         except (JobNotFoundError, JobExpiredError):
             return None
         result = page.results[0] if page.results else None
-        if result is None or not result.ok or result.label is None:
+        if result is None or result.prediction is None:
             return None
-        return PredictionRecord(
-            q.prediction_key(job_id=job_id, index=index),
-            result.label,
-            float(result.probability or 0.0),
-            ModelRef(result.model_name or "", result.model_version or ""),
-        )
+        found = result.prediction
+        key = q.prediction_key(job_id=job_id, index=index)
+        return PredictionRecord(key, found.label, found.probability, found.model)
 
     async def snapshot(self) -> list[VersionQuality]:
         """Window numbers and offline references of the most recently seen versions."""

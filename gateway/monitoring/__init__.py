@@ -1,5 +1,6 @@
-"""Monitoring wired into an app: the metrics registry and middleware, the quality tracker, and
-the dependencies the /metrics and /feedback routes take.
+"""The gateway's monitoring: Prometheus metrics (`metrics`), the request-id, access-log and
+counting middlewares (`middleware`), live quality from feedback (`quality`), and here how they
+are wired into an app, with the dependencies the /metrics and /feedback routes take.
 
 `create_app` calls `install_monitoring(app)` once; the lifespan may set
 `app.state.quality = build_quality_tracker(services)`, and if it does not, the first route
@@ -10,8 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from gateway.metrics import GatewayMetrics, MetricsMiddleware
-from gateway.quality import QualityConfig, QualityTracker, ReferenceCache
+from gateway.monitoring.metrics import GatewayMetrics
+from gateway.monitoring.middleware import MetricsMiddleware
+from gateway.monitoring.quality import QualityConfig, QualityTracker, ReferenceCache
 from gateway.services import Services
 
 
@@ -28,7 +30,7 @@ def build_quality_tracker(services: Services) -> QualityTracker:
     settings = services.settings
     config = QualityConfig.from_settings(settings)
     references = ReferenceCache.from_tracking_uri(settings.mlflow_tracking_uri, config)
-    return QualityTracker(services.redis, services.store, config, references)
+    return QualityTracker(services.store, config, references)
 
 
 def get_metrics(request: Request) -> GatewayMetrics:

@@ -1,0 +1,74 @@
+"""Every Redis key the service writes, named in one place.
+
+Every key starts with `catdog:`; `{id}` is a job id, `{pid}` a prediction id:
+
+    catdog:job:{id}              hash    status, total, done, failed, timestamps, callback
+    catdog:job:{id}:names        list    file name of each item, by index
+    catdog:job:{id}:results      hash    index -> ItemResult (JSON); written once per index
+    catdog:job:{id}:attempts     hash    index -> times a worker started on the item
+    catdog:job:{id}:deliveries   hash    chunk -> times the chunk was delivered
+    catdog:job:{id}:img:{index}  string  the uploaded bytes, deleted once the item has a result
+    catdog:job-tomb:{id}         string  outlives the job by `job_tombstone_ttl_s`: 410, not 404
+    catdog:idem:{sha256(key)}    string  Idempotency-Key -> job id, for the job's lifetime
+    catdog:predict:{pid}:img     string  the /predict upload, for one task
+    catdog:predict:{pid}:reply   list    the worker's one PredictReply; the gateway BLPOPs it
+    catdog:workers               zset    worker process id -> heartbeat expiry (Redis clock)
+    catdog:worker:{wid}          string  Heartbeat (JSON): queues, state, model, generation
+    catdog:model:generation      string  bumped by `python -m worker.reload`
+
+Live-quality keys (`catdog:quality:*`) are laid out in `common.quality`. Kombu keeps each
+queue's waiting messages in a list named after the queue.
+"""
+
+import hashlib
+
+PREFIX = "catdog"
+
+WORKERS = f"{PREFIX}:workers"
+WORKER_PREFIX = f"{PREFIX}:worker:"
+MODEL_GENERATION = f"{PREFIX}:model:generation"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def names(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:names"
+
+
+def results(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:results"
+
+
+def attempts(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:attempts"
+
+
+def deliveries(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:deliveries"
+
+
+def image(job_id: str, index: int) -> str:
+    return f"{PREFIX}:job:{job_id}:img:{index}"
+
+
+def tombstone(job_id: str) -> str:
+    return f"{PREFIX}:job-tomb:{job_id}"
+
+
+def idempotency(key: str) -> str:
+    # Hashed: the client's key is arbitrary text and may be long.
+    return f"{PREFIX}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def predict_image(pid: str) -> str:
+    return f"{PREFIX}:predict:{pid}:img"
+
+
+def predict_reply(pid: str) -> str:
+    return f"{PREFIX}:predict:{pid}:reply"
+
+
+def worker(worker_id: str) -> str:
+    return f"{WORKER_PREFIX}{worker_id}"

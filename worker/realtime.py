@@ -1,0 +1,66 @@
+"""The body of the /predict task, as a plain function of a store and an engine (testable
+without Celery): read the upload, classify it, push the answer for the waiting gateway."""
+
+import logging
+import time
+from collections.abc import Callable
+
+from common.errors import CatDogError
+from common.imaging import ImageLimits, decode_image
+from common.store import predict_mailbox
+from common.store.ops import Store
+from common.wire import ItemError, PredictReply
+from worker import metrics
+from worker.forward import Engine, elapsed_ms, observe_prediction, observe_queue_wait, timed_predict
+
+log = logging.getLogger(__name__)
+
+
+def serve_prediction(
+    store: Store,
+    engine_of: Callable[[], Engine],
+    pid: str,
+    limits: ImageLimits,
+    *,
+    queue: str = "realtime",
+    enqueued_at: float | None = None,
+) -> PredictReply | None:
+    """Predict the image stored under `pid` and push the answer; None when nobody waits."""
+    started = time.perf_counter()
+    observe_queue_wait(queue, enqueued_at, 1)
+    data = store(predict_mailbox.take_image(pid))
+    if data is None:  # the gateway gave up (timeout) or the image expired
+        log.warning("prediction abandoned before it ran", extra={"prediction_id": pid})
+        return None
+    try:
+        engine = engine_of()
+        image = decode_image(data, limits).image
+        found = timed_predict(engine, [image], queue)[0]
+    except CatDogError as exc:
+        reply = PredictReply(error=ItemError(reason=exc.reason, message=exc.message))
+        metrics.observe_item_failure(queue, exc.reason)
+        log.warning(
+            "prediction failed",
+            extra={"prediction_id": pid, "reason": exc.reason, "latency_ms": elapsed_ms(started)},
+        )
+    except Exception as exc:
+        log.exception("prediction failed", extra={"prediction_id": pid})
+        metrics.observe_item_failure(queue, "inference_failed")
+        reply = PredictReply(error=ItemError(reason="inference_failed", message=str(exc)))
+    else:
+        observe_prediction(queue, found)
+        reply = PredictReply(prediction=found, worker_latency_ms=elapsed_ms(started))
+        log.info(
+            "prediction",
+            extra={
+                "task": "predict",
+                "prediction_id": pid,
+                "model_name": found.model.name,
+                "model_version": found.model.version,
+                "label": found.label,
+                "probability": round(found.probability, 6),
+                "latency_ms": reply.worker_latency_ms,
+            },
+        )
+    store(predict_mailbox.reply(pid, reply))
+    return reply
