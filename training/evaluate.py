@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.ml.checkpoint import load_checkpoint
 from common.labels import CLASSES
 from common.logging_setup import configure_logging
+from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
 from common.ml.preprocessing import eval_transform
 from training import registry

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from common.ml.checkpoint import load_checkpoint
 from common.logging_setup import configure_logging
+from common.ml.checkpoint import load_checkpoint
 from common.ml.preprocessing import preprocess_batch
 from training import registry
 from training.dataset import load_image, read_split

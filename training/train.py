@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from common.ml.checkpoint import save_checkpoint
 from common.logging_setup import configure_logging
+from common.ml.checkpoint import save_checkpoint
 from common.ml.model import ModelConfig, build_model
 from training import registry
 from training.backbones import load_pretrained_backbone
