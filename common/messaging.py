@@ -8,6 +8,7 @@ Messages are JSON only: a task carries ids and keys, never image bytes or pickle
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
 
 from common.settings import Settings
 
@@ -38,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_routes": task_routes(settings),
+        # A worker started without -Q consumes both queues, named by the settings; a worker
+        # meant for one of them passes -Q.
+        "task_queues": (Queue(settings.realtime_queue), Queue(settings.bulk_queue)),
         "task_default_queue": settings.bulk_queue,
         # Results travel through our own Redis keys (common.store); Celery's backend only
         # records revoked chunks (a cancel), so tasks ignore results and publishers pass

@@ -23,6 +23,8 @@ from common.store.ops import AsyncStore
 
 # Seconds a client is told to wait when a queue is full.
 RETRY_AFTER_S = 5
+# Seconds a blocking wait's socket outlives the wait itself.
+WAIT_MARGIN_S = 5
 # Full decodes at once: bounds the gateway's memory for pixels (up to max_image_pixels each).
 DECODE_CONCURRENCY = 4
 
@@ -103,12 +105,26 @@ class Services:
             )
         )
         self.store = AsyncStore(self.redis)
+        # Blocking waits (a /predict's reply) get connections of their own whose socket
+        # timeout outlasts the wait: on the shared pool redis-py's default socket timeout
+        # (5 s) would end a longer wait with a TimeoutError.
+        self._waits = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                timeout=5,
+                socket_connect_timeout=2,
+                socket_timeout=settings.predict_timeout_s + WAIT_MARGIN_S,
+            )
+        )
+        self.waits = AsyncStore(self._waits)
         self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
         self.limits = ImageLimits.from_settings(settings)
         self._decode_limiter = anyio.CapacityLimiter(DECODE_CONCURRENCY)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self._waits.aclose()
         self.dispatcher.celery.close()
 
     async def validate_image(self, data: bytes) -> DecodedImage:

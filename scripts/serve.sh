@@ -69,7 +69,6 @@ else
   redis_answers || { echo "catdog: redis-server did not start; see $LOG_DIR/redis.log" >&2; exit 1; }
 fi
 
-queues="${CATDOG_REALTIME_QUEUE:-realtime},${CATDOG_BULK_QUEUE:-bulk}"
 for i in $(seq "$WORKERS"); do
   # Each worker's pool processes write their metrics under a directory of its own, which its
   # main process merges on its own port; prometheus_client reads the variable at import, so
@@ -78,7 +77,7 @@ for i in $(seq "$WORKERS"); do
   rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
   start "worker$i" env PROMETHEUS_MULTIPROC_DIR="$PWD/$metrics_dir" \
     CATDOG_WORKER_METRICS_PORT=$((WORKER_METRICS_PORT + i - 1)) \
-    celery -A worker.celery_app:app worker -Q "$queues" \
+    celery -A worker.celery_app:app worker \
     --concurrency "$WORKER_CONCURRENCY" --hostname "worker$i@%h" --loglevel INFO
 done
 start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log

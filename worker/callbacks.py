@@ -18,8 +18,9 @@ TIMEOUT_S = 10.0
 
 
 def callback_body(summary: JobSummary) -> bytes:
-    # Its own delivery state is not part of what it reports.
-    fields = summary.model_dump(mode="json", exclude={"callback_status"})
+    # The same bytes at every retry: nothing that changes while it is retried (its own
+    # delivery state, the time left before expiry) is part of it.
+    fields = summary.model_dump(mode="json", exclude={"callback_status", "expires_at"})
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 

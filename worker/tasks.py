@@ -111,19 +111,29 @@ def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) ->
 def job_ended(self: Task, job_id: str) -> None:
     """The one owner of what follows a job's end, however it ended (its last item, a cancel,
     every file refused): count it and log it once, then deliver its callback."""
-    settings = get_settings()
     store = _store()
     try:
         record = store(jobs.read(job_id))
     except (JobNotFoundError, JobExpiredError):
         return
+    # Its log lines carry the request id of the upload that created the job.
+    token = request_id_var.set(record.request_id)
+    try:
+        _report_end(self, store, record)
+    finally:
+        request_id_var.reset(token)
+
+
+def _report_end(task: Task, store: Store, record: jobs.JobRecord) -> None:
+    settings = get_settings()
+    job_id = record.job_id
     if store(jobs.claim_end(job_id)):
         metrics.observe_job_finished(record.status.value)
         log.info("job finished", extra=record.summary().model_dump(mode="json"))
     if not record.callback_url or record.callback_status == "delivered":
         return
     body = callbacks.callback_body(record.summary())
-    attempt = self.request.retries + 1
+    attempt = task.request.retries + 1
     try:
         callbacks.post_callback(
             record.callback_url, body, settings.callback_secret.get_secret_value(), job_id
@@ -136,6 +146,6 @@ def job_ended(self: Task, job_id: str) -> None:
             return
         store(jobs.set_callback_status(job_id, "retrying"))
         log.warning("callback failed; will retry", extra={"job_id": job_id, "error": str(exc)})
-        raise self.retry(countdown=callbacks.backoff_s(self.request.retries), exc=exc) from exc
+        raise task.retry(countdown=callbacks.backoff_s(task.request.retries), exc=exc) from exc
     store(jobs.set_callback_status(job_id, "delivered"))
     log.info("callback delivered", extra={"job_id": job_id, "attempts": attempt})

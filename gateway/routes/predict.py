@@ -58,7 +58,8 @@ async def predict(
     await store(predict_mailbox.put_image(prediction_id, upload.data, ttl))
     queued = time.perf_counter()
     await services.dispatcher.predict(prediction_id, request_id)
-    reply = await store(predict_mailbox.await_reply(prediction_id, settings.predict_timeout_s))
+    waiting = predict_mailbox.await_reply(prediction_id, settings.predict_timeout_s)
+    reply = await services.waits(waiting)
     metrics.observe_worker_wait(settings.realtime_queue, time.perf_counter() - queued)
     if reply is None:
         await store(predict_mailbox.abandon(prediction_id))

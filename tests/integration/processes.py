@@ -22,6 +22,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from common.messaging import make_celery
+from common.settings import Settings
 from common.store import workers
 from common.store.ops import Store
 
@@ -133,7 +135,8 @@ def start_worker(
     name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, pool: str = "prefork"
 ) -> Process:
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker"]
-    argv += ["-Q", "realtime,bulk", "-c", str(concurrency), "-P", pool]
+    # No -Q: the worker consumes the queues its settings name, as in compose.
+    argv += ["-c", str(concurrency), "-P", pool]
     argv += ["--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle"]
     argv += ["--without-gossip"]
     metrics_dir = log_dir / f"{name}-prometheus"
@@ -201,6 +204,13 @@ class Stack:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
+    def settings(self) -> Settings:
+        """The settings this stack's processes run with."""
+        given = {k.removeprefix("CATDOG_").lower(): v for k, v in self.env.items()}
+        return Settings(
+            _env_file=None, **{k: v for k, v in given.items() if k in Settings.model_fields}
+        )  # type: ignore[call-arg]
+
     def client(self, timeout_s: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout_s)
 
@@ -214,6 +224,25 @@ class Stack:
         if wait:
             wait_for_worker(self.redis_url, name, concurrency, proc)
         return proc
+
+    def wait_until_quiet(self, timeout_s: float = 30.0) -> None:
+        """Until no task waits, runs or is scheduled anywhere in this stack: after that, a
+        late write or a second callback could only come from a task that does not exist."""
+        settings = self.settings()
+        celery = make_celery(settings, "catdog-test-observer")
+        queues = settings.realtime_queue, settings.bulk_queue
+
+        def quiet() -> bool:
+            if any(self.redis.llen(q) for q in queues):
+                return False
+            inspect = celery.control.inspect(timeout=1.0)
+            replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+            return all(r is not None and not any(r.values()) for r in replies)
+
+        try:
+            wait_until(quiet, timeout_s, "the workers to go quiet", every_s=0.2)
+        finally:
+            celery.close()
 
     def worker_logs(self) -> str:
         return "".join(

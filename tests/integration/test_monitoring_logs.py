@@ -127,7 +127,7 @@ def test_the_request_id_reaches_the_workers_log_and_no_log_holds_the_photo(
     assert any(x.get("route") == "/jobs" and x.get("status") == 202 for x in job_lines)
     chunk = wait_until(lambda: worker_lines(job_id_header, "chunk done"), 10, "the chunk line")[0]
     assert chunk["model_version"] == MODEL_VERSION and sum(chunk["labels"].values()) == 2
-    assert worker_lines(job_id_header, "job finished")
+    wait_until(lambda: worker_lines(job_id_header, "job finished"), 10, "the job-end line")
 
     # No log of the stack (gateway, worker, Redis) holds a slice of the photo.
     secret = slices(encodings(photo))

@@ -7,6 +7,7 @@ A dedicated stack: Redis and a gateway with short timeouts and TTLs, and no work
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,19 +65,20 @@ def store(degraded: tuple[str, str]) -> Iterator[Store]:
     job_store.redis.flushdb()
 
 
-@pytest.fixture
-def fake_worker(store: Store) -> Heartbeat:
-    """A heartbeat of a ready worker that consumes nothing: the gateway believes in it."""
+def announce(store: Store, worker_id: str, **state: Any) -> Heartbeat:
+    """Write a heartbeat for a worker process that does not exist."""
+    host = worker_id.split(":")[0]
     heartbeat = Heartbeat(
-        worker_id="ghost@test:1",
-        hostname="ghost@test",
-        pid=1,
-        queues=["realtime", "bulk"],
-        state="ready",
-        model=ModelRef("catdog", "ghost"),
+        worker_id=worker_id, hostname=host, pid=1, queues=["realtime", "bulk"], **state
     )
     store(workers.beat(heartbeat, ttl_s=60))
     return heartbeat
+
+
+@pytest.fixture
+def fake_worker(store: Store) -> Heartbeat:
+    """A heartbeat of a ready worker that consumes nothing: the gateway believes in it."""
+    return announce(store, "ghost@test:1", state="ready", model=ModelRef("catdog", "ghost"))
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +98,7 @@ def test_readyz_is_503_with_the_reason_when_no_worker_runs(
 
 
 def test_readyz_names_a_worker_whose_model_failed_to_load(http: httpx.Client, store: Store) -> None:
-    broken = Heartbeat(
-        worker_id="w@x:2",
-        hostname="w@x",
-        pid=2,
-        queues=["realtime", "bulk"],
-        state="failed",
-        error="no checkpoint",
-    )
-    store(workers.beat(broken, ttl_s=60))
+    announce(store, "w@x:2", state="failed", error="no checkpoint")
     body = http.get("/readyz").json()
     assert "w@x:2 failed (no checkpoint)" in body["detail"]
 

@@ -157,7 +157,7 @@ def test_cancel_stops_a_job_and_no_item_finishes_afterwards(
     assert cancelled["cancelled_at"] and cancelled["finished_at"]
     assert 0 < cancelled["done"] < 250
 
-    time.sleep(2)  # running chunks would have finished their batches by now
+    stack.wait_until_quiet()  # every chunk has run, been skipped or been revoked
     later = client.get(f"/jobs/{job_id}", params={"limit": 1000}).json()
     assert later["status"] == "cancelled"
     assert (later["done"], later["failed"]) == (cancelled["done"], cancelled["failed"])
@@ -235,13 +235,16 @@ def receiver() -> Iterator[Callable[[list[int]], _Receiver]]:
 
 
 def test_callback_receives_one_signed_post_when_the_job_ends(
-    client: httpx.Client, kaggle: list[Path], receiver: Callable[[list[int]], _Receiver]
+    client: httpx.Client,
+    stack: Stack,
+    kaggle: list[Path],
+    receiver: Callable[[list[int]], _Receiver],
 ) -> None:
     hook = receiver([])
     accepted = _submit(client, _files(kaggle[:3]), data={"callback_url": hook.url})
     wait_for_job(client, accepted["job_id"])
     wait_until(lambda: hook.calls, 15, "the callback")
-    time.sleep(1)
+    stack.wait_until_quiet()  # no job-end report or callback retry is left to run
     assert len(hook.calls) == 1
     headers, body, _ = hook.calls[0]
     assert verify_signature(body, headers[SIGNATURE_HEADER], CALLBACK_SECRET)
@@ -257,7 +260,10 @@ def test_callback_receives_one_signed_post_when_the_job_ends(
 
 
 def test_callback_is_retried_with_backoff_until_it_is_accepted(
-    client: httpx.Client, kaggle: list[Path], receiver: Callable[[list[int]], _Receiver]
+    client: httpx.Client,
+    stack: Stack,
+    kaggle: list[Path],
+    receiver: Callable[[list[int]], _Receiver],
 ) -> None:
     hook = receiver([500, 503])
     accepted = _submit(client, _files(kaggle[:2]), data={"callback_url": hook.url})
@@ -271,5 +277,5 @@ def test_callback_is_retried_with_backoff_until_it_is_accepted(
         5,
         "callback_status delivered",
     )
-    time.sleep(1)
+    stack.wait_until_quiet()
     assert len(hook.calls) == 3

@@ -132,7 +132,8 @@ def test_hundred_concurrent_predictions_all_succeed_while_livez_stays_fast(
     latencies = json.loads(probe.stdout.readlines()[-1])
     probe.wait(10)
 
-    assert [r.status_code for r in responses] == [200] * 100, [r.text for r in responses][:3]
+    refused = [r.text for r in responses if r.status_code != 200]
+    assert refused == [], refused[:3]
     assert all(r.json()["label"] in ("cat", "dog") for r in responses)
     assert len(latencies) >= 5
     assert max(latencies) < 0.5, (

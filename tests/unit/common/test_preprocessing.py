@@ -1,4 +1,6 @@
-"""Serving and evaluation must see the same tensor for the same photo, bit for bit."""
+"""Preprocessing shapes, normalisation and augmentation. That serving and evaluation build the
+same tensor from the same photo is proven end to end, through the real stack, in
+tests/integration/test_serving_preprocessing.py."""
 
 from pathlib import Path
 
@@ -8,28 +10,11 @@ from common.imaging import decode_image
 from common.ml.model import ModelConfig
 from common.ml.preprocessing import AugmentationParams, preprocess_batch, train_transform
 from tests.conftest import KAGGLE, PETIMAGES
-from training.dataset import ImageDataset, Sample
 
 
 def _serving_tensor(path: Path, config: ModelConfig) -> torch.Tensor:
     # What a worker does with uploaded bytes.
     return preprocess_batch([decode_image(path.read_bytes()).image], config)[0]
-
-
-def test_serving_preprocessing_equals_evaluation_preprocessing_bit_for_bit() -> None:
-    from common.ml.preprocessing import eval_transform
-
-    config = ModelConfig(image_size=224, resize_size=224)
-    photos = [
-        PETIMAGES / "Cat" / "1.jpg",
-        PETIMAGES / "Dog" / "2.jpg",
-        KAGGLE / "cat.0.jpg",
-        KAGGLE / "dog.7.jpg",
-    ]
-    dataset = ImageDataset([Sample(p, 0, "") for p in photos], eval_transform(config))
-    for index, photo in enumerate(photos):
-        evaluated, _ = dataset[index]
-        assert torch.equal(evaluated, _serving_tensor(photo, config)), photo
 
 
 def test_eval_preprocessing_output_shape_and_normalisation() -> None:

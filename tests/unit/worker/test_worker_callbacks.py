@@ -41,7 +41,7 @@ def test_the_body_is_the_job_summary_as_canonical_json_without_its_own_delivery_
     assert list(fields) == sorted(fields) and b" " not in body
     assert (fields["job_id"], fields["status"], fields["done"]) == ("j", "succeeded", 3)
     assert fields["created_at"] == "2025-01-01T00:00:00Z"
-    assert "callback_status" not in fields
+    assert "callback_status" not in fields and "expires_at" not in fields
 
 
 def test_retries_back_off_exponentially_up_to_a_minute() -> None:

@@ -1,6 +1,6 @@
 """The Celery configuration both sides build: JSON only, late acks, explicit routing."""
 
-from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, celery_config
+from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, celery_config, make_celery
 from common.settings import Settings
 
 
@@ -30,3 +30,8 @@ def test_predictions_and_bulk_work_have_their_own_queues() -> None:
     routes = celery_config(Settings(realtime_queue="rt", bulk_queue="bk"))["task_routes"]
     assert routes[PREDICT_TASK] == {"queue": "rt"}
     assert routes[CHUNK_TASK] == routes[JOB_ENDED_TASK] == {"queue": "bk"}
+
+
+def test_a_worker_started_without_dash_q_consumes_both_queues_named_by_the_settings() -> None:
+    app = make_celery(Settings(realtime_queue="rt", bulk_queue="bk"), "test")
+    assert sorted(app.amqp.queues.consume_from) == ["bk", "rt"]
