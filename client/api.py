@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from common.wire import TERMINAL
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 READ_CHUNK = 64 * 1024
 
@@ -173,6 +175,6 @@ class CatdogClient:
             summary = self.job(job_id, limit=1)
             if on_progress:
                 on_progress(summary)
-            if summary["status"] in ("succeeded", "failed", "cancelled"):
+            if summary["status"] in TERMINAL:
                 return summary
             sleep(poll_s)

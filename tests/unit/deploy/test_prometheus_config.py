@@ -45,7 +45,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
 
 @needs_promtool
 def test_the_alerts_fire_on_their_unit_test_series() -> None:
-    result = promtool("test", "rules", "tests/unit/monitoring/alerts_test.yml")
+    result = promtool("test", "rules", "tests/unit/deploy/alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +15,10 @@ from common.errors import (
     UnsupportedMediaTypeError,
 )
 from common.imaging import ImageLimits, decode_image
+from tests.conftest import PETIMAGES
 from tests.images import encode, png_declaring
 
-PHOTO = Path(__file__).resolve().parents[2].parent / "shared/data/petimages-180/Cat/1.jpg"
+PHOTO = PETIMAGES / "Cat" / "1.jpg"
 
 
 @pytest.fixture(scope="module")
