@@ -44,11 +44,11 @@ from client.deployment_report import (
     gate,
     latency_summary,
     outcome_from_item,
-    plot_confusion_matrix,
     render_markdown,
     versions_seen,
 )
 from client.labels import LabelledPhoto, labelled_photos
+from common.classification import plot_confusion_matrix
 from common.labels import cap_per_class
 from common.offline_metrics import OfflineMetricsUnavailableError, fetch_offline_metrics
 from common.settings import get_settings

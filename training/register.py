@@ -16,7 +16,7 @@ from common.ml.checkpoint import load_checkpoint
 from common.ml.preprocessing import preprocess_batch
 from training import registry
 from training.dataset import load_image, read_split
-from training.evaluate import METRICS_FILE
+from training.evaluate import EVAL_METRICS
 from training.params import load_params
 from training.train import CHECKPOINT, RUN_FILE
 
@@ -28,7 +28,7 @@ PROMOTION_FILE = Path("metrics/promotion.json")
 def main() -> None:
     configure_logging(json_logs=False)
     params = load_params()
-    test_f1 = json.loads(METRICS_FILE.read_text())["f1_macro"]
+    test_f1 = json.loads(EVAL_METRICS.read_text())["f1_macro"]
     model, config, _ = load_checkpoint(CHECKPOINT)
     # A real test photo as the signature's input example: (1, 3, S, S) float32.
     example = preprocess_batch([load_image(read_split("test")[0].path)], config)

@@ -1,5 +1,5 @@
 """`catdog evaluate-deployment`, unit level: the metrics and the report from fixed answers
-(cross-checked with scikit-learn, numpy and the offline evaluate stage), the labelled-folder
+(cross-checked with scikit-learn and numpy), the labelled-folder
 rules, the gate and the exit status against a fake API, and the MLflow lookup and run.
 (The run against the live local stack is an integration test.)"""
 
@@ -70,18 +70,6 @@ def test_metrics_match_scikit_learn() -> None:
     assert (metrics["sent"], metrics["n"], metrics["failed"]) == (8, 7, 1)
     assert metrics["error_rate"] == pytest.approx(1 / 8)
     assert metrics["predicted_cat_share"] == pytest.approx(4 / 7)
-
-
-def test_calibration_error_matches_the_offline_evaluate_stage() -> None:
-    from training.metrics import expected_calibration_error
-
-    done = [o for o in FIXED if o.classified]
-    probs = np.array([[1 - (o.p_dog or 0), o.p_dog] for o in done])
-    labels = np.array([CLASSES.index(o.actual) for o in done])
-    offline = expected_calibration_error(labels, probs, 15)
-    correct = [o.predicted == o.actual for o in done]
-    live = dr.expected_calibration_error(correct, [o.probability or 0 for o in done], 15)
-    assert live == pytest.approx(offline)
 
 
 def test_confusion_matrix_rows_are_actual_and_columns_predicted() -> None:
