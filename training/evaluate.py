@@ -25,16 +25,13 @@ from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
 from common.ml.preprocessing import eval_transform
 from training import registry
+from training.artifacts import CHECKPOINT, EVAL_METRICS, EVAL_PLOTS_DIR, RUN_FILE
 from training.dataset import ImageDataset, Sample, read_split
-from training.ingest import scan_source
 from training.params import load_params
 from training.runtime import pick_device, use_all_cores
-from training.train import CHECKPOINT, RUN_FILE
+from training.sources import scan_source
 
 log = logging.getLogger(__name__)
-
-EVAL_METRICS = Path("metrics/eval.json")
-EVAL_PLOTS_DIR = Path("plots/eval")
 
 
 @torch.no_grad()

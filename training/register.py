@@ -7,7 +7,6 @@ Writes metrics/promotion.json: the decision and the reason, for people and for `
 import json
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -15,14 +14,11 @@ from common.logging_setup import configure_logging
 from common.ml.checkpoint import load_checkpoint
 from common.ml.preprocessing import preprocess_batch
 from training import registry
+from training.artifacts import CHECKPOINT, EVAL_METRICS, PROMOTION_FILE, RUN_FILE
 from training.dataset import load_image, read_split
-from training.evaluate import EVAL_METRICS
 from training.params import load_params
-from training.train import CHECKPOINT, RUN_FILE
 
 log = logging.getLogger(__name__)
-
-PROMOTION_FILE = Path("metrics/promotion.json")
 
 
 def main() -> None:
