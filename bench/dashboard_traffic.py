@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from client.labels import labelled_photos
+from client.photos import labelled_photos
 
 
 def predict_with_feedback(

@@ -17,7 +17,6 @@ import httpx
 
 from common.wire import TERMINAL
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 READ_CHUNK = 64 * 1024
 
 
@@ -40,13 +39,6 @@ def _raise_for_error(response: httpx.Response) -> None:
     except ValueError:
         reason, detail = "error", response.text[:200]
     raise ApiError(response.status_code, reason, detail)
-
-
-def find_photos(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursively), in a stable order."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ import httpx
 from tqdm import tqdm
 
 from client import evaluate_deployment
-from client.api import ApiError, CatdogClient, MultipartBody, find_photos
+from client.api import ApiError, CatdogClient, MultipartBody
 from client.output import render, row
+from client.photos import find_photos
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -1,24 +1,21 @@
 """What `catdog evaluate-deployment` computes and writes, as pure functions of the answers
-(no HTTP, no MLflow): classification metrics with the names the offline evaluate stage logs
-(`accuracy`, `f1_macro`, `recall_cat`, ...), the confusion matrix, latency percentiles, the
-comparison with the offline test metrics, the gate, the markdown report and its PNG.
+(no HTTP, no MLflow): the live answers scored by common.classification, the very metrics the
+offline evaluate stage logs (`accuracy`, `f1_macro`, `recall_cat`, ...), latency percentiles,
+the comparison with the offline test metrics, the gate and the markdown report.
 
-Plain Python, no numpy or scikit-learn, so it runs wherever the client does; matplotlib is
-used for the PNG when it is installed.
+Plain Python, no numpy or scikit-learn, so it runs wherever the client does.
 """
 
-import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from common import classification
+from common.classification import Scored
 from common.labels import CLASSES
 
-# The offline evaluate stage uses params.yaml's evaluate.calibration_bins (15).
-CALIBRATION_BINS = 15
 PERCENTILES = (50, 90, 95, 99)
 # Compared with the offline test set, in this order (offline names without `test_`).
 COMPARED = (
@@ -70,98 +67,40 @@ def outcome_from_item(filename: str, actual: str, item: Mapping[str, Any]) -> Ou
     )
 
 
-# --- classification --------------------------------------------------------------------------
+# --- classification ---------------------------------------------------------------------------
+
+
+def scored(outcomes: Sequence[Outcome]) -> list[Scored]:
+    """The classified outcomes, in the form common.classification scores."""
+    return [
+        Scored(
+            CLASSES.index(o.actual),
+            CLASSES.index(o.predicted),
+            o.probability or 0.0,
+            o.p_dog,
+        )
+        for o in outcomes
+        if o.predicted in CLASSES
+    ]
 
 
 def confusion_matrix(outcomes: Sequence[Outcome]) -> list[list[int]]:
-    """Counts of classified outcomes: rows are the actual label, columns the predicted one,
-    both in `CLASSES` order."""
-    matrix = [[0] * len(CLASSES) for _ in CLASSES]
-    for o in outcomes:
-        if o.predicted in CLASSES:
-            matrix[CLASSES.index(o.actual)][CLASSES.index(o.predicted)] += 1
-    return matrix
+    """Counts of classified outcomes: rows are the actual label, columns the predicted one."""
+    return classification.confusion_matrix(scored(outcomes))
 
 
-def roc_auc(positive: Sequence[bool], scores: Sequence[float]) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN with one class."""
-    pos = [s for p, s in zip(positive, scores, strict=True) if p]
-    neg = [s for p, s in zip(positive, scores, strict=True) if not p]
-    if not pos or not neg:
-        return float("nan")
-    ranked = sorted(scores)
-    # Mid-rank of each distinct score, 1-based.
-    ranks: dict[float, float] = {}
-    for score, group in itertools.groupby(enumerate(ranked, start=1), key=lambda t: t[1]):
-        positions = [i for i, _ in group]
-        ranks[score] = sum(positions) / len(positions)
-    u = sum(ranks[s] for s in pos) - len(pos) * (len(pos) + 1) / 2
-    return u / (len(pos) * len(neg))
-
-
-def expected_calibration_error(
-    correct: Sequence[bool], confidence: Sequence[float], bins: int = CALIBRATION_BINS
-) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size
-    (the same definition as training.metrics)."""
-    n = len(confidence)
-    if n == 0:
-        return float("nan")
-    ece = 0.0
-    for b in range(bins):
-        low, high = b / bins, (b + 1) / bins
-        members = [i for i, c in enumerate(confidence) if low < c <= high]
-        if members:
-            acc = sum(correct[i] for i in members) / len(members)
-            conf = sum(confidence[i] for i in members) / len(members)
-            ece += len(members) / n * abs(acc - conf)
-    return ece
-
-
-def classification_metrics(
-    outcomes: Sequence[Outcome], bins: int = CALIBRATION_BINS
-) -> dict[str, float]:
-    """Metrics over the classified outcomes, named like the offline test metrics, plus
-    `sent`, `failed` and `error_rate` over every photo sent."""
-    done = [o for o in outcomes if o.classified]
+def classification_metrics(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    """`sent`, `failed` and `error_rate` over every photo sent, then the metrics of the
+    classified ones, named like the offline test metrics."""
+    done = scored(outcomes)
+    failed = len(outcomes) - len(done)
     out: dict[str, float] = {
         "sent": float(len(outcomes)),
-        "failed": float(len(outcomes) - len(done)),
-        "error_rate": (len(outcomes) - len(done)) / len(outcomes) if outcomes else 0.0,
+        "failed": float(failed),
+        "error_rate": failed / len(outcomes) if outcomes else 0.0,
         "n": float(len(done)),
     }
-    if not done:
-        return out
-    matrix = confusion_matrix(done)
-    correct = [o.predicted == o.actual for o in done]
-    out["accuracy"] = sum(correct) / len(done)
-    precisions, recalls, f1s = [], [], []
-    for i, name in enumerate(CLASSES):
-        tp = matrix[i][i]
-        predicted = sum(row[i] for row in matrix)
-        support = sum(matrix[i])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out |= {
-            f"precision_{name}": precision,
-            f"recall_{name}": recall,
-            f"f1_{name}": f1,
-            f"support_{name}": float(support),
-        }
-        precisions.append(precision)
-        recalls.append(recall)
-        f1s.append(f1)
-    out["precision_macro"] = sum(precisions) / len(CLASSES)
-    out["recall_macro"] = sum(recalls) / len(CLASSES)
-    out["f1_macro"] = sum(f1s) / len(CLASSES)
-    scored = [o for o in done if o.p_dog is not None]
-    out["roc_auc"] = roc_auc([o.actual == "dog" for o in scored], [o.p_dog or 0.0 for o in scored])
-    confidences = [o.probability or 0.0 for o in done]
-    out["ece"] = expected_calibration_error(correct, confidences, bins)
-    out["mean_confidence"] = sum(confidences) / len(done)
-    out["predicted_cat_share"] = sum(o.predicted == "cat" for o in done) / len(done)
-    return out
+    return out | classification.classification_metrics(done) if done else out
 
 
 def errors_by_reason(outcomes: Sequence[Outcome]) -> dict[str, int]:
@@ -361,31 +300,3 @@ def _latency_lines(r: DeploymentReport) -> list[str]:
             f" first upload to the last result ({sent / r.job_seconds:.1f} photos/s).",
         ]
     return lines
-
-
-def plot_confusion_matrix(matrix: list[list[int]], path: Path, title: str) -> bool:
-    """Write the PNG; False when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    peak = max(max(row) for row in matrix) or 1
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(matrix, cmap="Blues", vmin=0)
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            color = "white" if count > peak / 2 else "black"
-            ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=14)
-    ax.set_xticks(range(len(CLASSES)), CLASSES)
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True

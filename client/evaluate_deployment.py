@@ -44,11 +44,11 @@ from client.deployment_report import (
     gate,
     latency_summary,
     outcome_from_item,
-    plot_confusion_matrix,
     render_markdown,
     versions_seen,
 )
-from client.labels import LabelledPhoto, labelled_photos
+from client.photos import LabelledPhoto, labelled_photos
+from common.classification import plot_confusion_matrix
 from common.labels import cap_per_class
 from common.offline_metrics import OfflineMetricsUnavailableError, fetch_offline_metrics
 from common.settings import get_settings
@@ -94,23 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--job-timeout", type=float, default=1800.0, help="seconds to wait for each job"
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="catdog evaluate-deployment",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with CatdogClient(args.url, timeout_s=args.timeout) as client:
-        return run(client, args)
 
 
 def run(client: CatdogClient, args: argparse.Namespace, sleep: Sleep = time.sleep) -> int:
@@ -437,7 +420,3 @@ def _tag_model_version(client: Any, report: DeploymentReport, run_id: str) -> No
             )
     except Exception:  # the registry may not hold this version (e.g. a different server)
         return
-
-
-if __name__ == "__main__":
-    sys.exit(main())

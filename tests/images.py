@@ -42,3 +42,11 @@ def smoke_photos(dest: Path) -> Path:
     for name, parts in SMOKE_SOURCES.items():
         shutil.copyfile(SHARED_DATA.joinpath(*parts), dest / name)
     return dest
+
+
+def petimage(label: str, number: int) -> Image.Image:
+    """A petimages-180 photo decoded as serving decodes it, e.g. petimage("cat", 12)."""
+    from common.imaging import decode_image
+    from tests.conftest import PETIMAGES
+
+    return decode_image((PETIMAGES / label.capitalize() / f"{number}.jpg").read_bytes()).image

@@ -10,7 +10,8 @@ from torch.utils.data import Dataset
 
 from common.imaging import ImageLimits, decode_image
 from common.labels import label_index
-from training.manifest import SPLITS_DIR, read_csv
+from training.artifacts import SPLITS_DIR
+from training.manifest import read_csv
 
 # Files were validated already; generous limits so no validated file is refused here.
 _LIMITS = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 31, min_side=1)

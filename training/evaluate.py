@@ -17,21 +17,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.labels import CLASSES
+from common import classification
+from common.classification import Scored
+from common.labels import CLASSES, label_index
 from common.logging_setup import configure_logging
 from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
 from common.ml.preprocessing import eval_transform
 from training import registry
+from training.artifacts import CHECKPOINT, EVAL_METRICS, EVAL_PLOTS_DIR, RUN_FILE
 from training.dataset import ImageDataset, Sample, read_split
 from training.params import load_params
 from training.runtime import pick_device, use_all_cores
-from training.train import CHECKPOINT, RUN_FILE
+from training.sources import scan_source
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = Path("metrics/eval.json")
-PLOTS_DIR = Path("plots/eval")
 
 
 @torch.no_grad()
@@ -58,54 +58,45 @@ def predict_probabilities(
 
 
 def write_report(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    samples: list[Sample],
-    bins: int,
-    out_dir: Path,
-    metrics_file: Path,
+    labels: np.ndarray, probs: np.ndarray, samples: list[Sample], out_dir: Path, metrics_file: Path
 ) -> tuple[dict[str, float], list[Path]]:
-    from training import metrics as m
-
-    metrics = m.classification_metrics(labels, probs, bins)
+    """metrics.json, the PNG plots and the CSVs `dvc plots` reads; returns the metrics and
+    the files written."""
+    scored = classification.scored_from_probabilities(labels.tolist(), probs.tolist())
+    metrics = classification.classification_metrics(scored)
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs = [out_dir / "confusion_matrix.png", out_dir / "roc.png", out_dir / "reliability.png"]
-    m.plot_confusion_matrix(labels, probs, pngs[0])
-    m.plot_roc(labels, probs, pngs[1])
-    m.plot_reliability(labels, probs, bins, pngs[2])
-    _write_predictions_csv(labels, probs, samples, out_dir / "predictions.csv")
-    _write_roc_csv(labels, probs, out_dir / "roc.csv")
+    classification.plot_confusion_matrix(classification.confusion_matrix(scored), pngs[0])
+    classification.plot_roc(scored, pngs[1])
+    classification.plot_reliability(scored, pngs[2])
+    _write_predictions_csv(scored, samples, out_dir / "predictions.csv")
+    _write_roc_csv(scored, out_dir / "roc.csv")
     return metrics, [*pngs, out_dir / "predictions.csv", out_dir / "roc.csv"]
 
 
-def _write_predictions_csv(
-    labels: np.ndarray, probs: np.ndarray, samples: list[Sample], path: Path
-) -> None:
+def _write_predictions_csv(scored: list[Scored], samples: list[Sample], path: Path) -> None:
     # One row per image: DVC's confusion template reads actual/predicted.
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "actual", "predicted", "p_dog"])
-        for sample, label, p in zip(samples, labels, probs, strict=True):
-            writer.writerow([sample.path, CLASSES[label], CLASSES[int(p.argmax())], f"{p[1]:.6f}"])
+        for sample, s in zip(samples, scored, strict=True):
+            writer.writerow(
+                [sample.path, CLASSES[s.actual], CLASSES[s.predicted], f"{s.p_dog:.6f}"]
+            )
 
 
-def _write_roc_csv(labels: np.ndarray, probs: np.ndarray, path: Path) -> None:
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, probs[:, 1])
+def _write_roc_csv(scored: list[Scored], path: Path) -> None:
+    fpr, tpr = classification.roc_curve(scored)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["fpr", "tpr"])
-        writer.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), strict=True))
+        writer.writerows((round(x, 6), round(y, 6)) for x, y in zip(fpr, tpr, strict=True))
 
 
 def _folder_samples(folder: Path) -> list[Sample]:
     """Labelled files of any folder, found by the same rules ingest uses."""
-    from common.labels import label_index
-    from training.ingest import scan_source
-
     return [Sample(f.path, label_index(f.label), "") for f in scan_source(folder).files]
 
 
@@ -124,21 +115,20 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     device = pick_device()
     model, config, _ = load_checkpoint(args.checkpoint, map_location=device)
-    bins = params.evaluate.calibration_bins
     if args.data is not None:
         samples = _folder_samples(args.data)
         out = args.out or Path("reports") / f"eval-{args.data.resolve().name}"
         probs, labels = predict_probabilities(
             model, config, samples, device, num_workers=params.train.num_workers
         )
-        metrics, _ = write_report(labels, probs, samples, bins, out, out / "metrics.json")
+        metrics, _ = write_report(labels, probs, samples, out, out / "metrics.json")
         print(json.dumps(metrics, indent=2))
         return
     samples = read_split("test")
     probs, labels = predict_probabilities(
         model, config, samples, device, num_workers=params.train.num_workers
     )
-    metrics, files = write_report(labels, probs, samples, bins, PLOTS_DIR, METRICS_FILE)
+    metrics, files = write_report(labels, probs, samples, EVAL_PLOTS_DIR, EVAL_METRICS)
     with registry.resume_run(RUN_FILE):
         registry.log_evaluation(metrics, files)
     log.info("test metrics: %s", json.dumps(metrics))

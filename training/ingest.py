@@ -1,8 +1,7 @@
 """Stage 1: copy labelled photos from a source into `data/raw/<label>/`.
 
-The source is the Kaggle "Cat and Dog" set (downloaded with kagglehub) or any local folder.
-Labels come from class folders (`Cat/`, `dogs/`, any case, at any depth) or from Kaggle file
-names (`cat.123.jpg`). Nothing is decoded here: a broken file is copied like any other, and
+The source is the Kaggle "Cat and Dog" set (downloaded with kagglehub) or any local folder,
+read by training.sources (labels from class folders or Kaggle file names). Nothing is decoded here: a broken file is copied like any other, and
 validation decides what is bad. Run as `python -m training.ingest`.
 """
 
@@ -11,49 +10,25 @@ import os
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from common.errors import DataSourceError
-from common.labels import CLASSES, cap_per_class, infer_label, label_hints
+from common.labels import CLASSES, cap_per_class
 from common.logging_setup import configure_logging
 from common.settings import get_settings
-from training.manifest import RAW_DIR, write_json
+from training.artifacts import RAW_DIR
+from training.manifest import write_json
 from training.params import DataParams, load_params
+from training.sources import HOW_TO_USE_A_FOLDER, SourceFile, scan_source
 
 logger = logging.getLogger(__name__)
 
 KAGGLE_SOURCE = "kaggle"
 REPORT_NAME = "ingest.json"
-# Files that are clearly not photos, whatever folder they sit in. Anything else, including
-# an unknown extension, is copied: a text file renamed .jpg must reach validation.
-_NOT_IMAGE_NAMES = frozenset({"thumbs.db", "desktop.ini"})
-_NOT_IMAGE_SUFFIXES = frozenset(
-    {".txt", ".md", ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".html", ".doc", ".docx"}
-    | {".db", ".ini", ".log", ".py", ".ipynb", ".dvc"}
-)
-_HOW_TO_USE_A_FOLDER = (
-    "run `make up DATA=/path/to/folder` or `dvc exp run -S data.source=/path/to/folder`, "
-    "where the folder holds Cat/ and Dog/ sub-folders (any case) or Kaggle-style names "
-    "such as cat.123.jpg"
-)
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: Path  # absolute or cwd-relative location in the source
-    relative: PurePosixPath  # location inside the source folder
-    label: str
-
-
-@dataclass
-class Scan:
-    files: list[SourceFile] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
-    hidden: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,43 +51,6 @@ class IngestReport:
             "skipped_count": len(self.skipped),
             "hidden_ignored": self.hidden_ignored,
         }
-
-
-def scan_source(source: Path, exclude: Path | None = None) -> Scan:
-    """Every labelled file under `source`, sorted by relative path; hidden entries ignored."""
-    if not source.is_dir():
-        raise DataSourceError(
-            f"the data folder {source} does not exist or is not a folder; {_HOW_TO_USE_A_FOLDER}"
-        )
-    scan = Scan()
-    excluded = os.path.abspath(exclude) if exclude is not None else None
-    for directory, subdirs, names in os.walk(source):
-        subdirs[:] = sorted(
-            d
-            for d in subdirs
-            if not d.startswith(".") and os.path.abspath(os.path.join(directory, d)) != excluded
-        )
-        for name in sorted(names):
-            path = Path(directory, name)
-            if name.startswith("."):
-                scan.hidden += 1
-            elif path.is_file():
-                _classify(scan, path, PurePosixPath(path.relative_to(source).as_posix()))
-    scan.files.sort(key=lambda f: f.relative.as_posix())
-    scan.skipped.sort(key=lambda s: s["path"])
-    return scan
-
-
-def _classify(scan: Scan, path: Path, relative: PurePosixPath) -> None:
-    if relative.name.lower() in _NOT_IMAGE_NAMES or relative.suffix.lower() in _NOT_IMAGE_SUFFIXES:
-        scan.skipped.append({"path": relative.as_posix(), "reason": "not_an_image_file"})
-        return
-    label = infer_label(relative)
-    if label is None:
-        reason = "conflicting_labels" if all(label_hints(relative)) else "no_label"
-        scan.skipped.append({"path": relative.as_posix(), "reason": reason})
-    else:
-        scan.files.append(SourceFile(path, relative, label))
 
 
 def destination_names(files: list[SourceFile]) -> list[str]:
@@ -140,7 +78,7 @@ def ingest(
     if not scan.files:
         raise DataSourceError(
             f"no labelled images found under {source} ({len(scan.skipped)} files without a "
-            f"cat/dog label); {_HOW_TO_USE_A_FOLDER}"
+            f"cat/dog label); {HOW_TO_USE_A_FOLDER}"
         )
     chosen = cap_per_class(scan.files, max_per_class)
     _copy_all(chosen, out_dir)
@@ -182,7 +120,7 @@ def download_kaggle(handle: str) -> Path:
         raise DataSourceError(
             f"could not download the Kaggle dataset {handle!r} ({type(exc).__name__}: {exc}). "
             f"No network or no Kaggle access? Use a local folder of photos instead: "
-            f"{_HOW_TO_USE_A_FOLDER}"
+            f"{HOW_TO_USE_A_FOLDER}"
         ) from exc
 
 

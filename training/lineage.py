@@ -4,7 +4,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from training.dataset import SPLITS_DIR
+from training.artifacts import SPLITS_DIR
 
 
 def git_commit() -> str:

@@ -1,7 +1,7 @@
-"""Where the data stages write, and the small CSV/JSON helpers they share.
+"""The columns of the data stages' CSV files, and the small CSV/JSON helpers they share.
 
-Paths are relative to the repository root, which is the working directory of every DVC
-stage; rows in the CSV files name images by those same relative paths.
+Rows name images by paths relative to the repository root (the working directory of every
+DVC stage); where the files live is training.artifacts.
 """
 
 import csv
@@ -10,11 +10,6 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-RAW_DIR = Path("data/raw")
-VALIDATED_DIR = Path("data/validated")
-QUARANTINE_DIR = Path("data/quarantine")
-SPLITS_DIR = Path("data/splits")
 
 MANIFEST_COLUMNS = ("path", "label", "sha256", "width", "height", "format", "mode")
 QUARANTINE_COLUMNS = ("path", "label", "reason", "detail")

@@ -65,10 +65,6 @@ class TrainParams(_Strict):
     augmentation: AugmentationConfig = AugmentationConfig()
 
 
-class EvaluateParams(_Strict):
-    calibration_bins: int = Field(default=15, gt=1)
-
-
 class RegisterParams(_Strict):
     model_name: str = "catdog"
     alias: str = "champion"
@@ -81,7 +77,6 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
 
 

@@ -7,7 +7,6 @@ Writes metrics/promotion.json: the decision and the reason, for people and for `
 import json
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -15,20 +14,17 @@ from common.logging_setup import configure_logging
 from common.ml.checkpoint import load_checkpoint
 from common.ml.preprocessing import preprocess_batch
 from training import registry
+from training.artifacts import CHECKPOINT, EVAL_METRICS, PROMOTION_FILE, RUN_FILE
 from training.dataset import load_image, read_split
-from training.evaluate import METRICS_FILE
 from training.params import load_params
-from training.train import CHECKPOINT, RUN_FILE
 
 log = logging.getLogger(__name__)
-
-PROMOTION_FILE = Path("metrics/promotion.json")
 
 
 def main() -> None:
     configure_logging(json_logs=False)
     params = load_params()
-    test_f1 = json.loads(METRICS_FILE.read_text())["f1_macro"]
+    test_f1 = json.loads(EVAL_METRICS.read_text())["f1_macro"]
     model, config, _ = load_checkpoint(CHECKPOINT)
     # A real test photo as the signature's input example: (1, 3, S, S) float32.
     example = preprocess_batch([load_image(read_split("test")[0].path)], config)

@@ -18,14 +18,8 @@ from typing import Any
 from common.labels import CLASSES
 from common.logging_setup import configure_logging
 from common.settings import get_settings
-from training.manifest import (
-    SPLIT_COLUMNS,
-    SPLITS_DIR,
-    VALIDATED_DIR,
-    read_csv,
-    write_csv,
-    write_json,
-)
+from training.artifacts import SPLITS_DIR, VALIDATED_MANIFEST
+from training.manifest import SPLIT_COLUMNS, read_csv, write_csv, write_json
 from training.params import SplitParams, load_params
 
 logger = logging.getLogger(__name__)
@@ -101,7 +95,7 @@ def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     params = load_params()
-    manifest = VALIDATED_DIR / "manifest.csv"
+    manifest = VALIDATED_MANIFEST
     if not manifest.is_file():
         print(
             f"split failed: {manifest} is missing; run `python -m training.validate` first",

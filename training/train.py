@@ -9,7 +9,6 @@ history for DVC plots, metrics/train.json, and an MLflow run that later stages a
 import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 
@@ -17,6 +16,7 @@ from common.logging_setup import configure_logging
 from common.ml.checkpoint import save_checkpoint
 from common.ml.model import ModelConfig, build_model
 from training import registry
+from training.artifacts import CHECKPOINT, RUN_FILE, TRAIN_CURVES, TRAIN_HISTORY, TRAIN_METRICS
 from training.backbones import load_pretrained_backbone
 from training.dataset import read_split
 from training.fitting import (
@@ -31,12 +31,6 @@ from training.params import Params, load_params
 from training.runtime import pick_device, seed_everything, use_all_cores
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = Path("models/model.pt")
-RUN_FILE = Path("models/mlflow_run.json")
-METRICS_FILE = Path("metrics/train.json")
-HISTORY_FILE = Path("plots/train/history.csv")
-CURVES_PNG = Path("plots/train/curves.png")
 
 
 def model_config(params: Params) -> ModelConfig:
@@ -101,17 +95,17 @@ def main() -> None:
                 "best_epoch": history.best_epoch,
             },
         )
-        history.write_csv(HISTORY_FILE)
-        history.plot(CURVES_PNG)
+        history.write_csv(TRAIN_HISTORY)
+        history.plot(TRAIN_CURVES)
         summary = {
             **history.best_metrics(),
             "epochs_run": len(history.rows),
             "train_wall_s": round(wall_s, 1),
             "device": str(device),
         }
-        METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        METRICS_FILE.write_text(json.dumps(summary, indent=2) + "\n")
-        registry.log_training_outputs(history, summary, [HISTORY_FILE, CURVES_PNG])
+        TRAIN_METRICS.parent.mkdir(parents=True, exist_ok=True)
+        TRAIN_METRICS.write_text(json.dumps(summary, indent=2) + "\n")
+        registry.log_training_outputs(history, summary, [TRAIN_HISTORY, TRAIN_CURVES])
         RUN_FILE.write_text(json.dumps({"mlflow_run_id": run_id}, indent=2) + "\n")
     log.info("trained in %.0f s: %s", wall_s, summary)
 

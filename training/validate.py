@@ -27,13 +27,11 @@ from common.imaging import ImageLimits, decode_image
 from common.labels import CLASSES
 from common.logging_setup import configure_logging
 from common.settings import get_settings
+from training.artifacts import MANIFEST_NAME, QUARANTINE_DIR, RAW_DIR, VALIDATED_DIR
 from training.manifest import (
     DUPLICATE_COLUMNS,
     MANIFEST_COLUMNS,
     QUARANTINE_COLUMNS,
-    QUARANTINE_DIR,
-    RAW_DIR,
-    VALIDATED_DIR,
     display_path,
     write_csv,
     write_json,
@@ -191,7 +189,7 @@ def validate(
     for folder in (out_dir, quarantine_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, _as_dicts(dedup.kept))
+    write_csv(out_dir / MANIFEST_NAME, MANIFEST_COLUMNS, _as_dicts(dedup.kept))
     write_csv(out_dir / "quarantine.csv", QUARANTINE_COLUMNS, _as_dicts(bad))
     write_csv(out_dir / "duplicates.csv", DUPLICATE_COLUMNS, dedup.rows)
     quarantine_dir.mkdir(parents=True)

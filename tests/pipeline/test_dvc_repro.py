@@ -1,5 +1,5 @@
-"""End to end: `dvc repro` on a small real subset builds, evaluates and registers a model,
-and a second `dvc repro` finds nothing to do."""
+"""End to end: `dvc repro` on a small real subset builds a model that learns, evaluates and
+registers it, and a second `dvc repro` finds nothing to do."""
 
 import json
 import os
@@ -15,11 +15,16 @@ import yaml
 from tests.conftest import PETIMAGES, REPO_ROOT
 
 PIPELINE_FILES = ["common", "training", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore"]
-PER_CLASS = 40
+PER_CLASS = 100
+# Measured on this subset (seeded, so it repeats): test accuracy 0.91 on 33 photos, ROC AUC
+# 0.996. The bars leave a few photos of margin yet sit far above the 0.5 of a model that
+# learned nothing.
+MIN_TEST_ACCURACY = 0.8
+MIN_TEST_ROC_AUC = 0.9
 
 
 def _small_source(root: Path) -> Path:
-    """40 cats and 40 dogs, plus a byte-identical duplicate and a broken file to clean up."""
+    """100 cats and 100 dogs, plus a byte-identical duplicate and a broken file to clean up."""
     source = root / "source"
     for label in ("Cat", "Dog"):
         (source / label).mkdir(parents=True)
@@ -42,8 +47,10 @@ def _workspace(root: Path, source: Path) -> Path:
             shutil.copy(src, workspace / name)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["data"]["source"] = str(source)
-    params["model"].update(image_size=96, resize_size=96)
-    params["train"].update(head_epochs=4, feature_views=1, batch_size=32, num_workers=0)
+    params["model"].update(image_size=128, resize_size=128)
+    # A test split of ~35 photos (not ~10), so its accuracy says something.
+    params["split"].update(train=0.6, val=0.2)
+    params["train"].update(head_epochs=40, feature_views=1, batch_size=32, num_workers=0)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     for args in (
         ["init", "-q"],
@@ -87,7 +94,10 @@ def test_dvc_repro_builds_registers_and_then_has_nothing_to_do(tmp_path: Path) -
     assert summary["dropped_duplicates"] == 1
     assert summary["quarantined"] == 1
     evaluation = json.loads((workspace / "metrics/eval.json").read_text())
-    assert {"accuracy", "f1_macro", "roc_auc", "ece"} <= evaluation.keys()
+    assert evaluation["support_cat"] >= 10 and evaluation["support_dog"] >= 10
+    assert evaluation["accuracy"] >= MIN_TEST_ACCURACY, evaluation
+    assert evaluation["roc_auc"] >= MIN_TEST_ROC_AUC, evaluation
+    assert 0 <= evaluation["ece"] <= 1
     promotion = json.loads((workspace / "metrics/promotion.json").read_text())
     assert promotion["promoted"] is True and promotion["version"] == "1"
     for plot in ("confusion_matrix.png", "roc.png", "reliability.png"):

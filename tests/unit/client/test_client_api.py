@@ -9,7 +9,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from client.api import ApiError, CatdogClient, MultipartBody, find_photos
+from client.api import ApiError, CatdogClient, MultipartBody
+from client.photos import find_photos
 from gateway.uploads import PartData, PartStart, multipart_events
 
 
@@ -20,10 +21,6 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "sub" / 'b "quoted".PNG').write_bytes(b"B" * 10)
     (tmp_path / "notes.txt").write_text("skip me")
     return tmp_path
-
-
-def test_find_photos_takes_images_recursively_in_order(folder: Path) -> None:
-    assert [p.name for p in find_photos(folder)] == ["a.jpg", 'b "quoted".PNG']
 
 
 def test_the_streamed_body_has_its_declared_length_and_parses_back(folder: Path) -> None:

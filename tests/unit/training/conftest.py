@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import PETIMAGES
 from tests.images import encode, png_declaring
 
-SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-PETIMAGES = SHARED_DATA / "petimages-180"
 # A byte-identical pair documented in the shared data README.
 DUPLICATE_PAIR = ("Cat/3411.jpg", "Cat/4435.jpg")
 

@@ -1,9 +1,8 @@
 """`catdog evaluate-deployment`, unit level: the metrics and the report from fixed answers
-(cross-checked with scikit-learn, numpy and the offline evaluate stage), the labelled-folder
-rules, the gate and the exit status against a fake API, and the MLflow lookup and run.
+(cross-checked with scikit-learn and numpy), the gate and the exit status against a fake API
+through the `catdog` command's own parser, and the MLflow lookup and run.
 (The run against the live local stack is an integration test.)"""
 
-import argparse
 import json
 import re
 from collections.abc import Iterator
@@ -15,11 +14,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
+from client import cli
 from client import deployment_report as dr
 from client import evaluate_deployment as ed
 from client.api import CatdogClient
-from client.labels import labelled_photos
-from common.labels import cap_per_class
 from common.offline_metrics import (
     OfflineMetricsUnavailableError,
     fetch_offline_metrics,
@@ -72,18 +70,6 @@ def test_metrics_match_scikit_learn() -> None:
     assert metrics["predicted_cat_share"] == pytest.approx(4 / 7)
 
 
-def test_calibration_error_matches_the_offline_evaluate_stage() -> None:
-    from training.metrics import expected_calibration_error
-
-    done = [o for o in FIXED if o.classified]
-    probs = np.array([[1 - (o.p_dog or 0), o.p_dog] for o in done])
-    labels = np.array([CLASSES.index(o.actual) for o in done])
-    offline = expected_calibration_error(labels, probs, 15)
-    correct = [o.predicted == o.actual for o in done]
-    live = dr.expected_calibration_error(correct, [o.probability or 0 for o in done], 15)
-    assert live == pytest.approx(offline)
-
-
 def test_confusion_matrix_rows_are_actual_and_columns_predicted() -> None:
     assert dr.confusion_matrix(FIXED) == [[3, 1], [1, 2]]
 
@@ -118,23 +104,6 @@ def test_an_item_becomes_an_outcome() -> None:
         "a.jpg", "cat", "dog", 0.8, 0.8, "catdog", "3"
     )
     assert dr.outcome_from_item("b.jpg", "dog", bad).error == "truncated"
-
-
-# --- labels ----------------------------------------------------------------------------------
-
-
-def test_a_labelled_folder_is_read_in_order_and_capped(tmp_path: Path) -> None:
-    for name in ("Cat/b.jpg", "Cat/a.jpg", "Dog/c.jpg", "Dog/.hidden.jpg", "notes.txt", "x/y.jpg"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"x")
-    photos, unlabelled = labelled_photos(tmp_path)
-    assert [(p.path.name, p.label) for p in photos] == [
-        ("a.jpg", "cat"),
-        ("b.jpg", "cat"),
-        ("c.jpg", "dog"),
-    ]
-    assert [p.name for p in unlabelled] == ["y.jpg"]
-    assert [p.path.name for p in cap_per_class(photos, 1)] == ["a.jpg", "c.jpg"]
 
 
 # --- against a fake API ------------------------------------------------------------------------
@@ -236,8 +205,9 @@ def photo_folder(tmp_path: Path) -> Path:
 
 
 def evaluate(api: FakeApi, folder: Path, out: Path, *options: str) -> int:
-    args = ed.build_parser().parse_args(
+    args = cli.build_parser().parse_args(
         [
+            "evaluate-deployment",
             "--url",
             "http://catdog.test",
             "--data",
@@ -302,10 +272,10 @@ def test_a_folder_without_labelled_photos_exits_2(tmp_path: Path) -> None:
 
 def test_the_cli_options_ci_passes_exist() -> None:
     # deploy/evaluate.sh runs: python -m client evaluate-deployment --url U --data D --min-accuracy X
-    parser = argparse.ArgumentParser()
-    ed.add_arguments(parser)
-    args = parser.parse_args(["--data", "/eval-data", "--min-accuracy", "0.90"])
-    assert (args.data, args.min_accuracy) == (Path("/eval-data"), 0.9)
+    argv = ["evaluate-deployment", "--url", "http://u", "--data", "/eval-data", "--min-accuracy"]
+    args = cli.build_parser().parse_args([*argv, "0.90"])
+    assert (args.url, args.data, args.min_accuracy) == ("http://u", Path("/eval-data"), 0.9)
+    assert args.run is ed.run
 
 
 # --- MLflow ----------------------------------------------------------------------------------

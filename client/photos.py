@@ -1,5 +1,5 @@
-"""The photos of a labelled folder, labelled by the rules training's ingest stage uses
-(`common.labels.infer_label`)."""
+"""Which files of a folder are photos: all of them (what `catdog jobs submit` uploads), or the
+labelled ones, labelled by the rules training's ingest stage uses (`common.labels.infer_label`)."""
 
 import os
 from dataclasses import dataclass
@@ -8,6 +8,15 @@ from pathlib import Path, PurePosixPath
 from common.labels import infer_label
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def is_photo(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_photos(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_photo(p))
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ def labelled_photos(folder: Path) -> tuple[list[LabelledPhoto], list[Path]]:
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(directory, name)
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            if name.startswith(".") or not is_photo(path):
                 continue
             label = infer_label(PurePosixPath(path.relative_to(folder).as_posix()))
             if label is None:
