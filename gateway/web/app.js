@@ -121,6 +121,7 @@ function renderAnswer(answer, prepared) {
     correct({ request_id: answer.request_id, label: other }, wrong, $("single-feedback"));
   $("single-feedback").textContent = "";
   $("single-result").hidden = false;
+  $("single").scrollIntoView({ block: "nearest" }); // on a phone the answer is below the fold
 }
 
 async function classifyOne(file) {
