@@ -126,6 +126,7 @@ function renderAnswer(answer, prepared) {
 
 async function classifyOne(file) {
   leaveJob();
+  if (location.search) history.pushState(null, "", "/"); // a reload must not bring a job back
   showSection("single");
   $("single-result").hidden = true;
   $("single-file").textContent = file.name;
@@ -161,7 +162,8 @@ function countedText(outcome) {
   return `Thank you: your correction (${outcome.label}) was counted.${accuracy}`;
 }
 
-async function correct(target, button, status) {
+// `brief`: a tile has room for a few words only.
+async function correct(target, button, status, brief = false) {
   button.disabled = true;
   status.textContent = "Sending the correction…";
   try {
@@ -171,7 +173,8 @@ async function correct(target, button, status) {
       headers: { "Content-Type": "application/json" },
       say: sayRetry,
     });
-    status.textContent = countedText(outcome);
+    const counted = outcome.counted ? "Correction counted." : "Already counted.";
+    status.textContent = brief ? counted : countedText(outcome);
   } catch (error) {
     status.textContent = errorText(error);
     button.disabled = error instanceof ApiError && error.status === 409;
@@ -293,7 +296,7 @@ function tileFeedback(current, item) {
   const status = el("p", "feedback-status");
   status.setAttribute("role", "status");
   const target = { job_id: current.id, index: item.index, label: other };
-  button.addEventListener("click", () => correct(target, button, status));
+  button.addEventListener("click", () => correct(target, button, status, true));
   return [button, status];
 }
 

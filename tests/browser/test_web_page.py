@@ -4,10 +4,12 @@ Errors the stack can be made to give for real are real (422, 413, 415, 404); the
 (401, 409, 410, 429, 503, 504, a lost connection) are answered by Playwright's router in
 place of the gateway, with the gateway's own error bodies."""
 
+import base64
 import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,37 @@ def test_one_photo_shows_its_label_confidence_and_model_version(page: Page, phot
         expect(bars.nth(1)).to_contain_text(re.compile(r"^dog\s*\d+\.\d%$"))
         expect(page.locator("#single-model")).to_have_text("catdog version 1")
         expect(page.locator("#single-photo")).to_be_visible()
+
+
+def test_a_photo_dropped_on_the_page_is_classified(page: Page, photos: Photos) -> None:
+    drop = page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            return data;
+        }""",
+        [photos.dog.name, base64.b64encode(photos.dog.read_bytes()).decode()],
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": drop})
+    expect(page.locator("#single-file")).to_have_text(photos.dog.name)
+    expect(page.locator("#single-label")).to_have_text("dog")
+
+
+def test_a_folder_becomes_a_job_of_the_photos_in_it(
+    page: Page, photos: Photos, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shelter"
+    (folder / "kennel-2").mkdir(parents=True)
+    shutil.copy(photos.cat, folder / photos.cat.name)
+    shutil.copy(photos.dog, folder / "kennel-2" / photos.dog.name)
+    shutil.copy(photos.dog, folder / ".thumbnail.jpg")  # hidden: not a photo to send
+    (folder / "notes.txt").write_text("not a photo")
+    page.set_input_files("#folder-input", folder)
+    expect(page.locator("#job-summary")).to_have_text(
+        "Finished: 2 of 2 photos classified, 0 failed."
+    )
+    expect(page.locator("#grid .tile-name")).to_have_text([photos.cat.name, photos.dog.name])
 
 
 def test_a_correction_of_a_wrong_answer_is_counted_in_metrics(
@@ -240,6 +273,11 @@ def test_a_20_photo_job_runs_to_completion_and_its_csv_has_20_rows(
         items = all_items(http, job_id)
     truth = {i["filename"]: i["filename"].split("-")[0].lower() for i in items}
     assert {i["filename"]: i["label"] for i in items} == truth
+
+    first = items[0]
+    other = "dog" if first["label"] == "cat" else "cat"
+    page.get_by_role("button", name=f"{first['filename']} is wrong: it is a {other}").click()
+    expect(tiles.first.locator(".feedback-status")).to_have_text("Correction counted.")
 
     page.get_by_label("Cats").check()
     expect(page.locator("#grid .tile:visible")).to_have_count(10)
