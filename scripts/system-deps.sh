@@ -7,17 +7,30 @@
 # Debian does not package it.
 set -euo pipefail
 
-# "command Debian-package": a package is installed when its command cannot be found.
+# "command Debian-package": a package is installed when its command (or file) cannot be found.
 # nginx lives in /usr/sbin, which is not on every user's PATH, hence the explicit fallback.
-readonly NEEDED=(
+NEEDED=(
   "redis-server redis-server"   # integration tests start their own Redis on a free port
   "docker-compose docker-compose" # `docker-compose config` validates docker-compose.yml
   "promtool prometheus"         # validates deploy/prometheus.yml and deploy/alerts.yml
   "shellcheck shellcheck"       # lints the deploy scripts (tests/unit/deploy)
   "nginx nginx"                 # `nginx -t` validates deploy/nginx.conf
 )
+# The browser tests (tests/browser) drive Chromium with Playwright. Debian packages a real
+# one; Ubuntu only a snap wrapper that cannot run in a container (CircleCI's cimg images),
+# so there it is left out and the browser tests skip, saying why.
+if grep -qsx 'ID=debian' /etc/os-release; then
+  NEEDED+=(
+    "chromium chromium"
+    # A file instead of a command: fonts, so the page's screenshots show text.
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf fonts-liberation"
+  )
+fi
+readonly NEEDED
 
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have() {
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || [ -f "$1" ]
+}
 
 missing=()
 for entry in "${NEEDED[@]}"; do

@@ -5,7 +5,7 @@ A new resource adds its router here.
 
 from fastapi import APIRouter
 
-from gateway.routes import feedback, health, jobs, metrics, predict
+from gateway.routes import feedback, health, jobs, metrics, predict, web
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,4 +13,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     feedback.router,
     metrics.router,
+    web.router,
 )
