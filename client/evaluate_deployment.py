@@ -49,12 +49,13 @@ from client.deployment_report import (
 )
 from client.photos import LabelledPhoto, labelled_photos
 from common.classification import plot_confusion_matrix
+from common.errors import OfflineMetricsUnavailableError
 from common.labels import cap_per_class
-from common.offline_metrics import OfflineMetricsUnavailableError, fetch_offline_metrics
+from common.offline_metrics import fetch_offline_metrics
 from common.settings import get_settings
+from common.wire import TERMINAL
 
 EXPERIMENT = "catdog-deployment"
-TERMINAL = ("succeeded", "failed", "cancelled")
 # Attempts at submitting one job while the service answers 429 or 503.
 SUBMIT_ATTEMPTS = 6
 RETRY_S = 5.0
