@@ -96,9 +96,16 @@ class MultipartBody:
 
 class CatdogClient:
     def __init__(
-        self, url: str, timeout_s: float = 60.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ):
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport)
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"), timeout=timeout_s, transport=transport, headers=headers
+        )
 
     def close(self) -> None:
         self.http.close()

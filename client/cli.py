@@ -5,8 +5,10 @@
                               [--idempotency-key KEY] [--callback-url URL]
     catdog jobs status JOB_ID | results JOB_ID [--output FILE] | cancel JOB_ID
     catdog evaluate-deployment --data FOLDER [--min-accuracy 0.9] [--out DIR] [--url URL]
+    catdog keys create --name SHELTER | list | revoke KEY_ID     (client/keys.py)
 
-The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000. Exit status: 0 when
+The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000; the API key to
+$CATDOG_API_KEY (or --api-key). Exit status: 0 when
 every photo was classified, 1 when some were not (their errors are in the output), 2 when
 the request itself failed. `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
 1 below the gate, 2 could not evaluate.
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from client import evaluate_deployment
+from client import evaluate_deployment, keys
 from client.api import ApiError, CatdogClient, MultipartBody
 from client.output import render, row
 from client.photos import find_photos
@@ -128,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catdog", description="Classify photos as cat or dog.")
     parser.add_argument("--url", default=os.environ.get("CATDOG_URL", DEFAULT_URL))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("CATDOG_API_KEY"), help="default: $CATDOG_API_KEY"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="classify photos one by one, synchronously")
@@ -168,13 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     subs.append(evaluate)
     for sub in subs:  # `--url` after the command works too
         sub.add_argument("--url", default=argparse.SUPPRESS, help="service URL")
+    keys.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with CatdogClient(args.url, timeout_s=args.timeout) as client:
+        with CatdogClient(args.url, timeout_s=args.timeout, api_key=args.api_key) as client:
             code: int = args.run(client, args)
             return code
     except ApiError as exc:

@@ -95,12 +95,16 @@ class JobFinishedError(CatDogError):
 # --- capacity and the workers ------------------------------------------------------------
 
 
-class QueueFullError(CatDogError):
-    reason = "queue_full"
+class RetryLaterError(CatDogError):
+    """Refused for now: the answer says after how many seconds to try again."""
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class QueueFullError(RetryLaterError):
+    reason = "queue_full"
 
 
 class NoWorkerError(CatDogError):
@@ -125,10 +129,44 @@ class InferenceFailedError(CatDogError):
     reason = "inference_failed"
 
 
+class CallbackRefusedError(InvalidFieldError):
+    """The callback URL points somewhere a callback must never go (inside the deployment)."""
+
+    reason = "callback_url_refused"
+
+
 class CallbackError(CatDogError):
-    """The job-end callback's receiver did not answer 2xx or could not be reached."""
+    """The job-end callback's receiver did not answer 2xx or could not be reached.
+    `retryable` is False for answers that another try would not change (most 4xx)."""
 
     reason = "callback_failed"
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# --- callers ---------------------------------------------------------------------------
+
+
+class UnauthorizedError(CatDogError):
+    """No API key, or one that is unknown, revoked or expired."""
+
+    reason = "invalid_api_key"
+
+
+class RateLimitedError(RetryLaterError):
+    reason = "rate_limited"
+
+
+class TooManyJobsError(RetryLaterError):
+    reason = "too_many_jobs"
+
+
+class ByteBudgetError(RetryLaterError):
+    """The key's jobs already hold as many uploaded bytes as it may store at once."""
+
+    reason = "byte_budget_exceeded"
 
 
 # --- live quality and offline metrics ----------------------------------------------------
@@ -170,7 +208,7 @@ def error_for_reason(reason: str, message: str) -> CatDogError:
     """The exception a worker meant by `reason`. Image reasons without a class of their own
     (empty, truncated, not_an_image, too_small, ...) are invalid images."""
     for cls in _subclasses(CatDogError):
-        # Errors that need more than a message (QueueFullError) never come from a worker.
+        # Errors that need more than a message (RetryLaterError) never come from a worker.
         if cls.reason == reason and cls.__init__ is CatDogError.__init__:
             return cls(message, reason=reason)
     return InvalidImageError(message, reason=reason)

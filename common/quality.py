@@ -5,7 +5,7 @@ answers, POST /feedback, the gauges) and the workers (blocking client: bulk job 
 Key layout (every key starts with `catdog:quality:`; `{key}` is a prediction key, see
 `prediction_key`; `{model}` is `name:version`):
 
-    pred:{key}          hash    label, probability, model_name, model_version, created_at
+    pred:{key}          hash    label, probability, model_name, model_version, created_at, owner
     feedback:{key}      string  the true label given for that prediction (set once)
     models              zset    JSON [name, version] -> last time it served or got feedback
     predictions:{model} list    newest first, "label probability", the last `window` answers
@@ -60,6 +60,7 @@ class PredictionRecord:
     probability: float  # of `label`, the winning class
     model: ModelRef
     created_at: float = 0.0
+    owner: str = ""  # the API key it answered; only that key may give feedback on it
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,15 @@ class Keys:
 
 
 def prediction_key(
-    request_id: str | None = None, job_id: str | None = None, index: int | None = None
+    prediction_id: str | None = None, job_id: str | None = None, index: int | None = None
 ) -> str:
-    """`req:<request id>` for a /predict answer, `job:<job id>:<index>` for a job item."""
-    if request_id and job_id is None and index is None:
-        return f"req:{request_id}"
-    if job_id and index is not None and request_id is None:
+    """`predict:<prediction id>` for a /predict answer (the id the server made and returned,
+    never one a client chose), `job:<job id>:<index>` for a job item."""
+    if prediction_id and job_id is None and index is None:
+        return f"predict:{prediction_id}"
+    if job_id and index is not None and prediction_id is None:
         return f"job:{job_id}:{index}"
-    raise ValueError("name a prediction by request_id alone, or by job_id and index")
+    raise ValueError("name a prediction by prediction_id alone, or by job_id and index")
 
 
 def check_label(label: str) -> str:
@@ -139,6 +141,7 @@ def _buffer_records(
                 "model_name": record.model.name,
                 "model_version": record.model.version,
                 "created_at": repr(record.created_at or now),
+                "owner": record.owner,
             },
         )
         pipe.expire(key, ttl_s)
@@ -147,7 +150,9 @@ def _buffer_records(
         pipe.zadd(Keys.models, {record.model.member(): now})
 
 
-def job_item_records(job_id: str, results: Iterable[ItemResult]) -> list[PredictionRecord]:
+def job_item_records(
+    job_id: str, results: Iterable[ItemResult], owner: str = ""
+) -> list[PredictionRecord]:
     """Records for the job items that got a prediction (failed items have none)."""
     return [
         PredictionRecord(
@@ -155,6 +160,7 @@ def job_item_records(job_id: str, results: Iterable[ItemResult]) -> list[Predict
             r.prediction.label,
             r.prediction.probability,
             r.prediction.model,
+            owner=owner,
         )
         for r in results
         if r.prediction is not None
@@ -193,6 +199,7 @@ async def load_record(client: aioredis.Redis, key: str) -> PredictionRecord | No
         probability=float(fields["probability"]),
         model=ModelRef(fields["model_name"], fields["model_version"]),
         created_at=float(fields.get("created_at", 0.0)),
+        owner=fields.get("owner", ""),
     )
 
 

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.imaging import ImageLimits
 
 MB = 1024 * 1024
+# The development defaults, and the word every placeholder in .env.example carries.
+DEV_SECRETS = frozenset({"dev-callback-secret", "admin:admin"})
+PLACEHOLDER = "change-me"
 
 
 class Settings(BaseSettings):
@@ -73,6 +76,35 @@ class Settings(BaseSettings):
     # Flower basic auth ("user:password").
     flower_basic_auth: SecretStr = SecretStr("admin:admin")
 
+    # API keys (`catdog keys`). "off" serves anyone, as one anonymous caller; a production
+    # gateway refuses to start with auth on and no key.
+    auth: Literal["on", "off"] = "on"
+    # What one key may do, unless the key carries limits of its own: requests per second with
+    # bursts (a token bucket shared by every gateway), jobs not yet ended, and bytes of
+    # uploaded photos held for its jobs at once.
+    rate_limit_rps: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=40, gt=0)
+    max_active_jobs_per_key: int = Field(default=10, gt=0)
+    max_stored_bytes_per_key: int = Field(default=1024 * MB, gt=0)
+
+    # Callbacks may only reach public addresses; these hosts are allowed anyway (an internal
+    # receiver by name), and these are refused whatever they resolve to (the compose
+    # services: a callback must never reach MLflow, Redis or Grafana from inside).
+    callback_allowed_hosts: list[str] = []
+    callback_refused_hosts: list[str] = [
+        "localhost",
+        "redis",
+        "gateway",
+        "worker",
+        "worker-gpu",
+        "flower",
+        "mlflow",
+        "prometheus",
+        "grafana",
+        "proxy",
+        "evaluate",
+    ]
+
     # Monitoring. Worker children's metrics are merged by one exporter in the worker's main
     # process (prometheus_client multiprocess mode); -1 turns the exporter off.
     worker_metrics_port: int = Field(default=9100, ge=-1, le=65535)
@@ -84,12 +116,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> "Settings":
-        # Fail fast: a production deployment with the default secrets is worse than none.
+        # Fail fast: a production deployment with a default or placeholder secret is worse
+        # than none. Placeholders are what .env.example ships: they all say "change-me".
         if self.environment == "prod":
-            if self.callback_secret.get_secret_value() == "dev-callback-secret":
-                raise ValueError("CATDOG_CALLBACK_SECRET must be set in production")
-            if self.flower_basic_auth.get_secret_value() == "admin:admin":
-                raise ValueError("CATDOG_FLOWER_BASIC_AUTH must be set in production")
+            secrets = {
+                "CATDOG_CALLBACK_SECRET": self.callback_secret.get_secret_value(),
+                "CATDOG_FLOWER_BASIC_AUTH": self.flower_basic_auth.get_secret_value(),
+                "CATDOG_REDIS_URL": self.redis_url,
+            }
+            for name, value in secrets.items():
+                if value in DEV_SECRETS or PLACEHOLDER in value.lower():
+                    raise ValueError(f"{name} must be set to a real secret in production")
         return self
 
 

@@ -2,6 +2,7 @@
 never at import."""
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 
 from common.logging_setup import configure_logging
 from common.settings import Settings, get_settings
+from common.store import api_keys
 from gateway.errors import install_error_handlers
 from gateway.monitoring import build_quality_tracker, install_monitoring
 from gateway.monitoring.middleware import RequestContextMiddleware
@@ -33,6 +35,21 @@ def _route_server_logs_to_root() -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+async def _refuse_prod_without_keys(services: Services) -> None:
+    """A production gateway with auth on and no usable key would refuse every caller: it
+    stops at start instead, saying what to do."""
+    settings = services.settings
+    if settings.environment != "prod" or settings.auth == "off":
+        return
+    now = time.time()
+    if not any(key.refusal(now) is None for key in await services.store(api_keys.every())):
+        await services.close()
+        raise RuntimeError(
+            "no usable API key: create one with `catdog keys create --name NAME`, or set"
+            " CATDOG_AUTH=off to serve without keys"
+        )
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -41,11 +58,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _route_server_logs_to_root()
     services = Services(settings)
     app.state.services = services
+    await _refuse_prod_without_keys(services)
     # Live quality (feedback, drift against the test set); opens no connection of its own.
     app.state.quality = build_quality_tracker(services)
     logging.getLogger(__name__).info(
         "gateway started",
-        extra={"realtime_queue": settings.realtime_queue, "bulk_queue": settings.bulk_queue},
+        extra={
+            "realtime_queue": settings.realtime_queue,
+            "bulk_queue": settings.bulk_queue,
+            "auth": settings.auth,
+        },
     )
     try:
         yield

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from common.settings import Settings
+from gateway.auth import Caller, authenticate
 from gateway.services import Services
 
 
@@ -23,6 +24,11 @@ def get_request_id(request: Request) -> str:
     return request_id
 
 
+async def get_caller(request: Request) -> Caller:
+    return await authenticate(request, get_services(request))
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -15,6 +15,8 @@ from kombu.exceptions import OperationalError
 
 from common.errors import (
     BrokerUnavailableError,
+    ByteBudgetError,
+    CallbackRefusedError,
     CatDogError,
     DecompressionBombError,
     FeedbackConflictError,
@@ -33,8 +35,12 @@ from common.errors import (
     PredictionNotFoundError,
     PredictTimeoutError,
     QueueFullError,
+    RateLimitedError,
     RequestTooLargeError,
+    RetryLaterError,
     TooManyFilesError,
+    TooManyJobsError,
+    UnauthorizedError,
     UnsupportedMediaTypeError,
 )
 
@@ -48,6 +54,8 @@ STATUS_BY_ERROR: dict[type[CatDogError], int] = {
     MissingFieldError: 422,
     InvalidFieldError: 422,
     MalformedRequestError: 422,
+    CallbackRefusedError: 422,
+    UnauthorizedError: 401,
     UnsupportedMediaTypeError: 415,
     ImageTooLargeError: 413,
     TooManyFilesError: 413,
@@ -59,6 +67,9 @@ STATUS_BY_ERROR: dict[type[CatDogError], int] = {
     IdempotencyConflictError: 409,
     FeedbackConflictError: 409,
     QueueFullError: 429,
+    RateLimitedError: 429,
+    TooManyJobsError: 429,
+    ByteBudgetError: 429,
     ModelNotAvailableError: 503,
     NoWorkerError: 503,
     BrokerUnavailableError: 503,
@@ -82,8 +93,11 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CatDogError)
     status = status_for(exc)
     headers = {}
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, RetryLaterError):
         headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="catdog"'
+
     log.log(
         logging.ERROR if status >= 500 else logging.INFO,
         "request refused",

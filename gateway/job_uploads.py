@@ -8,10 +8,11 @@ decoded here; a worker does that and records a per-item error for a bad one.
 """
 
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from anyio.to_thread import run_sync
 from starlette.requests import Request
 
+from common.callback_targets import check_callback_url
 from common.errors import (
     InvalidFieldError,
     MissingFieldError,
@@ -44,17 +45,18 @@ class _Receiving:
     part: PartStart | None = None
     buffer: bytearray = field(default_factory=bytearray)
     oversized: bool = False
-
-
-def validate_callback_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidFieldError(f"callback_url must be an absolute http(s) URL, not {url!r}")
-    return url.strip()
+    stored_bytes: int = 0
 
 
 def chunked(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+@dataclass(frozen=True)
+class ReceivedJob:
+    job: NewJob
+    chunks: list[list[int]]  # item indices, one list per chunk task
+    stored_bytes: int  # what the upload holds in Redis
 
 
 async def receive_job(
@@ -63,7 +65,8 @@ async def receive_job(
     settings: Settings,
     job_id: str,
     request_id: str | None,
-) -> tuple[NewJob, list[list[int]]]:
+    owner: str = "",
+) -> ReceivedJob:
     """Stream the upload into Redis and plan its chunks (lists of item indices).
 
     On any failure, what was stored is deleted before the error goes on."""
@@ -93,8 +96,9 @@ async def receive_job(
         chunks=len(chunks),
         callback_url=state.callback_url,
         request_id=request_id,
+        owner=owner,
     )
-    return job, chunks
+    return ReceivedJob(job, chunks, state.stored_bytes)
 
 
 def _start_part(state: _Receiving, part: PartStart, settings: Settings) -> None:
@@ -126,7 +130,9 @@ async def _end_part(state: _Receiving, store: AsyncStore, job_id: str, settings:
     assert part is not None
     state.part = None
     if part.filename is None:  # the callback_url field
-        state.callback_url = validate_callback_url(state.buffer.decode("utf-8", "replace"))
+        url = state.buffer.decode("utf-8", "replace")
+        # Resolving a name is blocking I/O: off the event loop.
+        state.callback_url = (await run_sync(check_callback_url, url, settings)).url
         return
     index = len(state.names) - 1
     if state.oversized:
@@ -137,4 +143,5 @@ async def _end_part(state: _Receiving, store: AsyncStore, job_id: str, settings:
         )
     else:
         await store(jobs.store_image(job_id, index, bytes(state.buffer), settings.job_ttl_s))
+        state.stored_bytes += len(state.buffer)
     state.buffer = bytearray()

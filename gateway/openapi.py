@@ -5,13 +5,14 @@ from typing import Any
 from gateway.schemas import ErrorResponse
 
 _DESCRIPTIONS = {
-    404: "No such job",
+    401: "No API key, or one that is unknown, revoked or expired",
+    404: "No such job (or not one of this API key's)",
     409: "Conflicts with the job's state or with a concurrent request",
     410: "The job expired and its results were deleted",
     413: "A file or the request is over its size limit, or too many files",
     415: "The file is an image format (or a document) that is not accepted",
     422: "Missing or wrong field; empty, truncated, undecodable or bomb image",
-    429: "The queue is full; see Retry-After",
+    429: "The queue is full, or the API key is over a limit; see Retry-After",
     503: "Redis, the queue or a worker with a model is unavailable",
     504: "No worker answered within the configured timeout",
 }

@@ -37,6 +37,7 @@ class PredictResponse(BaseModel):
     probability: float = Field(ge=0, le=1, description="Probability of `label`")
     probabilities: dict[str, float] = Field(description="Probability of each class")
     model: ModelRef
+    prediction_id: str = Field(description="Names this answer in POST /feedback")
     request_id: str
     latency_ms: float = Field(description="Time in the gateway, from the request to the answer")
 
@@ -49,6 +50,7 @@ class PredictResponse(BaseModel):
                     "probability": 0.973,
                     "probabilities": {"cat": 0.027, "dog": 0.973},
                     "model": {"name": "catdog", "version": "3"},
+                    "prediction_id": "0b7e4a6c1f2d4e8a9c3b5d7f9e1a2c4b",
                     "request_id": "9f1c2d3e4b5a",
                     "latency_ms": 41.7,
                 }
@@ -247,12 +249,9 @@ class Readiness(BaseModel):
     )
 
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-
-
 class FeedbackRequest(BaseModel):
-    request_id: str | None = Field(
-        None, pattern=ID_PATTERN, description="The `request_id` of a /predict answer"
+    prediction_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="The `prediction_id` of a /predict answer"
     )
     job_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A job, with `index`"
@@ -263,7 +262,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"request_id": "9f1c2d3e4b5a", "label": "cat"},
+                {"prediction_id": "0b7e4a6c1f2d4e8a9c3b5d7f9e1a2c4b", "label": "cat"},
                 {"job_id": "5d0f3c9a8e7b4a1c9d2e6f708192a3b4", "index": 3, "label": "dog"},
             ]
         }
@@ -276,18 +275,20 @@ class FeedbackRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
-        by_request = self.request_id is not None
+        by_answer = self.prediction_id is not None
         by_item = self.job_id is not None or self.index is not None
-        if by_request == by_item or (by_item and (self.job_id is None or self.index is None)):
-            raise ValueError("give either request_id, or job_id and index")
+        if by_answer == by_item or (by_item and (self.job_id is None or self.index is None)):
+            raise ValueError("give either prediction_id, or job_id and index")
         return self
 
     def prediction_key(self) -> str:
-        return q.prediction_key(self.request_id, self.job_id, self.index)
+        return q.prediction_key(self.prediction_id, self.job_id, self.index)
 
 
 class FeedbackResponse(BaseModel):
-    prediction: str = Field(description="The prediction scored: req:<request_id> or job:<id>:<i>")
+    prediction: str = Field(
+        description="The prediction scored: predict:<prediction_id> or job:<id>:<i>"
+    )
     predicted: str = Field(description="What the model answered")
     label: str = Field(description="The true label given")
     correct: bool
@@ -303,7 +304,7 @@ class FeedbackResponse(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "prediction": "req:9f1c2d3e4b5a",
+                    "prediction": "predict:0b7e4a6c1f2d4e8a9c3b5d7f9e1a2c4b",
                     "predicted": "dog",
                     "label": "cat",
                     "correct": False,

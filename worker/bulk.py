@@ -58,7 +58,8 @@ def run_chunk(
     """Run the chunk's unfinished items in batches. With `quality`, the items written are
     recorded for live quality (feedback by job id and index, the prediction-mix window)."""
     started = time.perf_counter()
-    status, deliveries = store(jobs.start_chunk(job_id, chunk))
+    begun = store(jobs.start_chunk(job_id, chunk))
+    status, deliveries = begun.status, begun.deliveries
     context = {"job_id": job_id, "chunk": chunk, "deliveries": deliveries}
     if status is None or status in TERMINAL:
         log.info("chunk skipped", extra={**context, "job_status": status and status.value})
@@ -81,7 +82,7 @@ def run_chunk(
             stopped = True
             break
         if quality is not None:
-            _record_quality(store, job_id, results, quality)
+            _record_quality(store, job_id, begun.owner, results, quality)
         for r in results:
             key = r.prediction.label if r.prediction else "failed"
             labels[key] = labels.get(key, 0) + 1
@@ -105,12 +106,12 @@ def run_chunk(
 
 
 def _record_quality(
-    store: Store, job_id: str, results: Sequence[ItemResult], quality: QualityConfig
+    store: Store, job_id: str, owner: str, results: Sequence[ItemResult], quality: QualityConfig
 ) -> None:
     # Best effort: the results are stored; a lost quality record only costs feedback on it
     # (the gateway also finds job items in the job store).
     try:
-        records = job_item_records(job_id, results)
+        records = job_item_records(job_id, results, owner)
         store(record_predictions(records, ttl_s=quality.record_ttl_s, window=quality.window))
     except redis.RedisError as exc:
         log.warning("could not record job items for live quality", extra={"error": str(exc)})

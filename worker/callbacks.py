@@ -10,7 +10,9 @@ import json
 
 import httpx
 
-from common.errors import CallbackError
+from common.callback_targets import Resolver, check_callback_url, system_resolver
+from common.errors import CallbackError, CatDogError
+from common.settings import Settings
 from common.wire import JobSummary
 
 SIGNATURE_HEADER = "X-Catdog-Signature"
@@ -37,16 +39,47 @@ def backoff_s(retries: int) -> float:
     return float(min(60, 2**retries))
 
 
-def post_callback(url: str, body: bytes, secret: str, job_id: str) -> int:
+# Answers another try may change; any other non-2xx (most 4xx, a redirect) ends the retries.
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def post_callback(
+    url: str,
+    body: bytes,
+    secret: str,
+    job_id: str,
+    settings: Settings,
+    resolve: Resolver = system_resolver,
+) -> int:
+    """POST the signed body to `url`, checked again with a fresh DNS answer and sent to the
+    address that answer gave (never re-resolved by the HTTP client). Redirects are not
+    followed."""
+    try:
+        target = check_callback_url(url, settings, resolve)
+    except CatDogError as exc:
+        raise CallbackError(
+            f"callback refused at send time: {exc.message}", retryable=False
+        ) from exc
     headers = {
         "Content-Type": "application/json",
+        "Host": target.host_header,
         SIGNATURE_HEADER: sign(body, secret),
         "X-Catdog-Job-Id": job_id,
     }
+    # TLS still checks the certificate against the URL's host name (SNI), not the address.
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT_S)
+        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False) as client:
+            response = client.post(
+                target.pinned_url(target.addresses[0]),
+                content=body,
+                headers=headers,
+                extensions=extensions,
+            )
     except httpx.HTTPError as exc:
         raise CallbackError(f"callback to {url} failed: {exc}") from exc
+    status = response.status_code
     if not response.is_success:
-        raise CallbackError(f"callback to {url} answered {response.status_code}")
-    return response.status_code
+        retryable = status >= 500 or status in RETRYABLE_STATUSES
+        raise CallbackError(f"callback to {url} answered {status}", retryable=retryable)
+    return status

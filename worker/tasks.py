@@ -7,13 +7,18 @@ from functools import cache
 import redis
 from celery import Task
 
-from common.errors import JobExpiredError, JobNotFoundError, ModelNotAvailableError
+from common.errors import (
+    CallbackError,
+    JobExpiredError,
+    JobNotFoundError,
+    ModelNotAvailableError,
+)
 from common.imaging import ImageLimits
 from common.logging_setup import request_id_var
 from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK
 from common.quality import QualityConfig
 from common.settings import get_settings
-from common.store import jobs
+from common.store import jobs, limits
 from common.store.ops import Store
 from common.wire import ItemResult
 from worker import bulk, callbacks, metrics, realtime, runtime
@@ -130,19 +135,23 @@ def _report_end(task: Task, store: Store, record: jobs.JobRecord) -> None:
     if store(jobs.claim_end(job_id)):
         metrics.observe_job_finished(record.status.value)
         log.info("job finished", extra=record.summary().model_dump(mode="json"))
+    # The job no longer counts against its API key's limits (idempotent).
+    store(limits.release_job(record.owner, job_id))
     if not record.callback_url or record.callback_status == "delivered":
         return
     body = callbacks.callback_body(record.summary())
     attempt = task.request.retries + 1
     try:
-        callbacks.post_callback(
-            record.callback_url, body, settings.callback_secret.get_secret_value(), job_id
-        )
-    except callbacks.CallbackError as exc:
-        if attempt >= settings.callback_max_attempts:
+        secret = settings.callback_secret.get_secret_value()
+        callbacks.post_callback(record.callback_url, body, secret, job_id, settings)
+    except CallbackError as exc:
+        if not exc.retryable or attempt >= settings.callback_max_attempts:
             store(jobs.set_callback_status(job_id, "failed"))
             metrics.observe_task_failure(JOB_ENDED_TASK, exc.reason)
-            log.error("callback given up", extra={"job_id": job_id, "attempts": attempt})
+            log.error(
+                "callback given up",
+                extra={"job_id": job_id, "attempts": attempt, "error": exc.message},
+            )
             return
         store(jobs.set_callback_status(job_id, "retrying"))
         log.warning("callback failed; will retry", extra={"job_id": job_id, "error": str(exc)})

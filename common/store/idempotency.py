@@ -1,4 +1,5 @@
-"""Idempotency-Key reservations: a key names the job it created for the job's lifetime."""
+"""Idempotency-Key reservations, scoped by API key: a key names the job it created for the
+job's lifetime."""
 
 from typing import Any
 
@@ -12,13 +13,14 @@ return 0
 """)
 
 
-def lookup(key: str) -> Op[str | None]:
-    return Op(lambda client: client.get(keys.idempotency(key)), text)
+def lookup(owner: str, key: str) -> Op[str | None]:
+    return Op(lambda client: client.get(keys.idempotency(owner, key)), text)
 
 
-def reserve(key: str, job_id: str, ttl_s: int) -> Op[bool]:
-    return Op(lambda client: client.set(keys.idempotency(key), job_id, nx=True, ex=ttl_s), bool)
+def reserve(owner: str, key: str, job_id: str, ttl_s: int) -> Op[bool]:
+    name = keys.idempotency(owner, key)
+    return Op(lambda client: client.set(name, job_id, nx=True, ex=ttl_s), bool)
 
 
-def release(key: str, job_id: str) -> Op[Any]:
-    return Op(lambda client: _RELEASE(client, [keys.idempotency(key)], [job_id]))
+def release(owner: str, key: str, job_id: str) -> Op[Any]:
+    return Op(lambda client: _RELEASE(client, [keys.idempotency(owner, key)], [job_id]))

@@ -50,6 +50,7 @@ class JobRecord:
     callback_status: str | None = None
     request_id: str | None = None
     chunks: int = 0
+    owner: str = ""  # the API key that created it ("" when auth is off)
 
     @property
     def pending(self) -> int:
@@ -94,6 +95,7 @@ class JobRecord:
             callback_status=text(data.get("callback_status")) or None,
             request_id=text(data.get("request_id")) or None,
             chunks=int(data.get("chunks", 0)),
+            owner=text(data.get("owner")) or "",
         )
 
 
@@ -114,6 +116,7 @@ class NewJob:
     chunks: int
     callback_url: str | None
     request_id: str | None
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,10 @@ end
 return {{1, written, 0}}
 """)
 
-# KEYS: meta, deliveries. ARGV: now, chunk. Returns {status or '', deliveries}.
+# KEYS: meta, deliveries. ARGV: now, chunk. Returns {status or '', deliveries, owner}.
 _START_CHUNK = script(f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {{'', 0}} end
+if not status then return {{'', 0, ''}} end
 if status == '{JobStatus.QUEUED}' then
   redis.call('HSET', KEYS[1], 'status', '{JobStatus.RUNNING}', 'started_at', ARGV[1])
   status = '{JobStatus.RUNNING}'
@@ -172,7 +175,7 @@ end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {{status, n}}
+return {{status, n, redis.call('HGET', KEYS[1], 'owner') or ''}}
 """)
 
 # KEYS: meta, attempts. ARGV: indices. Returns each item's attempt number.
@@ -184,18 +187,20 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('EXPIRE', KE
 return counts
 """)
 
-# KEYS: meta, tombstone. ARGV: now.
-# Returns {status before ('' when there is no job), changed 1|0, tombstone 1|0, pttl, hash...}.
+# KEYS: meta, tombstone. ARGV: now, owner. Another owner's job is treated as absent.
+# Returns {status before ('' when there is no job), changed 1|0, tombstone owner, pttl, hash...}.
 _CANCEL = script(f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {{'', 0, redis.call('EXISTS', KEYS[2]), 0}} end
+if (not status) or (redis.call('HGET', KEYS[1], 'owner') or '') ~= ARGV[2] then
+  return {{'', 0, redis.call('GET', KEYS[2]) or false, 0}}
+end
 local changed = 0
 if status == '{JobStatus.QUEUED}' or status == '{JobStatus.RUNNING}' then
   redis.call('HSET', KEYS[1], 'status', '{JobStatus.CANCELLED}', 'cancelled_at', ARGV[1],
              'finished_at', ARGV[1])
   changed = 1
 end
-local reply = {{status, changed, 1, redis.call('PTTL', KEYS[1])}}
+local reply = {{status, changed, ARGV[2], redis.call('PTTL', KEYS[1])}}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do reply[#reply + 1] = v end
 return reply
 """)
@@ -218,8 +223,9 @@ return redis.call('HSETNX', KEYS[1], 'end_reported', '1')
 # --- reads -------------------------------------------------------------------------------
 
 
-def _missing(job_id: str, tombstone: Any) -> Exception:
-    if int(tombstone or 0):
+def _missing(job_id: str, tombstone: Any, owner: str) -> Exception:
+    # The tombstone holds the job's owner: only it learns that the job existed.
+    if tombstone is not None and text(tombstone) == owner:
         return JobExpiredError(f"job {job_id} has expired and its results were deleted")
     return JobNotFoundError(f"no job with id {job_id}")
 
@@ -227,27 +233,31 @@ def _missing(job_id: str, tombstone: Any) -> Exception:
 def _read_commands(pipe: Any, job_id: str) -> None:
     pipe.hgetall(keys.job(job_id))
     pipe.pttl(keys.job(job_id))
-    pipe.exists(keys.tombstone(job_id))
+    pipe.get(keys.tombstone(job_id))
 
 
-def _record(job_id: str, raw: Any, ttl: Any, tombstone: Any) -> JobRecord:
-    if not raw:
-        raise _missing(job_id, tombstone)
-    return JobRecord.from_hash(job_id, raw, ttl)
+def _record(job_id: str, owner: str | None, raw: Any, ttl: Any, tombstone: Any) -> JobRecord:
+    if raw:
+        record = JobRecord.from_hash(job_id, raw, ttl)
+        if owner is None or record.owner == owner:
+            return record
+    raise _missing(job_id, tombstone, owner or "")
 
 
-def read(job_id: str) -> Op[JobRecord]:
-    """The job; raises JobNotFoundError, or JobExpiredError while its tombstone lasts."""
+def read(job_id: str, owner: str | None = None) -> Op[JobRecord]:
+    """The job; raises JobNotFoundError, or JobExpiredError while its tombstone lasts. With
+    an `owner`, another owner's job is not found (its existence is not revealed); None
+    reads any job (the workers)."""
 
     def send(client: Any) -> Any:
         pipe = client.pipeline(transaction=True)
         _read_commands(pipe, job_id)
         return pipe.execute()
 
-    return Op(send, lambda reply: _record(job_id, *reply))
+    return Op(send, lambda reply: _record(job_id, owner, *reply))
 
 
-def page(job_id: str, offset: int, limit: int) -> Op[JobPage]:
+def page(job_id: str, offset: int, limit: int, owner: str | None = None) -> Op[JobPage]:
     """The job and its items offset..offset+limit-1, read in one transaction."""
 
     def send(client: Any) -> Any:
@@ -259,7 +269,7 @@ def page(job_id: str, offset: int, limit: int) -> Op[JobPage]:
 
     def parse(reply: Any) -> JobPage:
         raw, ttl, tombstone, names, results = reply
-        record = _record(job_id, raw, ttl, tombstone)
+        record = _record(job_id, owner, raw, ttl, tombstone)
         names = [text(n) or "" for n in names]
         items = [
             ItemResult.stored(offset + i, value) if value is not None else None
@@ -316,6 +326,7 @@ def create(job: NewJob, ttl_s: int, tombstone_ttl_s: int) -> Op[JobRecord]:
         "chunks": str(job.chunks),
         "callback_url": job.callback_url or "",
         "request_id": job.request_id or "",
+        "owner": job.owner,
     }
     if status is JobStatus.FAILED:
         meta["finished_at"] = repr(now)
@@ -330,7 +341,7 @@ def create(job: NewJob, ttl_s: int, tombstone_ttl_s: int) -> Op[JobRecord]:
             rejected = {str(r.index): r.to_json() for r in job.rejected}
             pipe.hset(keys.results(job.job_id), mapping=rejected)
             pipe.expire(keys.results(job.job_id), ttl_s)
-        pipe.set(keys.tombstone(job.job_id), "1", ex=ttl_s + tombstone_ttl_s)
+        pipe.set(keys.tombstone(job.job_id), job.owner, ex=ttl_s + tombstone_ttl_s)
         return pipe.execute()
 
     record = JobRecord.from_hash(job.job_id, meta, ttl_s * 1000)
@@ -357,18 +368,24 @@ def discard_upload(job_id: str, count: int) -> Op[Any]:
     return drop_images(job_id, range(count))
 
 
-def start_chunk(job_id: str, chunk: int) -> Op[tuple[JobStatus | None, int]]:
-    """Mark the job running; its status and how often this chunk was delivered."""
+@dataclass(frozen=True)
+class ChunkStart:
+    status: JobStatus | None  # None: the job is gone
+    deliveries: int  # how often this chunk was delivered, this time included
+    owner: str
+
+
+def start_chunk(job_id: str, chunk: int) -> Op[ChunkStart]:
+    """Mark the job running; its status, its owner and how often this chunk was delivered."""
 
     def send(client: Any) -> Any:
         return _START_CHUNK(
             client, [keys.job(job_id), keys.deliveries(job_id)], [repr(time.time()), chunk]
         )
 
-    def parse(reply: Any) -> tuple[JobStatus | None, int]:
-        name, deliveries = reply
-        name = text(name)
-        return (JobStatus(name) if name else None), int(deliveries)
+    def parse(reply: Any) -> ChunkStart:
+        name, deliveries, owner = (text(reply[0]), int(reply[1]), text(reply[2]) or "")
+        return ChunkStart(JobStatus(name) if name else None, deliveries, owner)
 
     return Op(send, parse)
 
@@ -400,17 +417,18 @@ def complete(job_id: str, results: Sequence[ItemResult]) -> Op[Completion]:
     )
 
 
-def cancel(job_id: str) -> Op[tuple[JobRecord, bool]]:
-    """Cancel a queued or running job: the job and whether this call cancelled it. Raises
-    JobFinishedError for a job that already succeeded or failed."""
+def cancel(job_id: str, owner: str) -> Op[tuple[JobRecord, bool]]:
+    """Cancel a queued or running job of `owner`: the job and whether this call cancelled
+    it. Raises JobFinishedError for a job that already succeeded or failed."""
 
     def send(client: Any) -> Any:
-        return _CANCEL(client, [keys.job(job_id), keys.tombstone(job_id)], [repr(time.time())])
+        args = [repr(time.time()), owner]
+        return _CANCEL(client, [keys.job(job_id), keys.tombstone(job_id)], args)
 
     def parse(reply: Any) -> tuple[JobRecord, bool]:
         before, changed, tombstone, ttl, *flat = reply
         if not text(before):
-            raise _missing(job_id, tombstone)
+            raise _missing(job_id, tombstone, owner)
         record = JobRecord.from_hash(job_id, dict(zip(flat[::2], flat[1::2], strict=True)), ttl)
         if not changed and record.status is not JobStatus.CANCELLED:
             raise JobFinishedError(f"job {job_id} already {record.status.value}")

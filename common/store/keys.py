@@ -9,12 +9,17 @@ Every key starts with `catdog:`; `{id}` is a job id, `{pid}` a prediction id:
     catdog:job:{id}:deliveries   hash    chunk -> times the chunk was delivered
     catdog:job:{id}:img:{index}  string  the uploaded bytes, deleted once the item has a result
     catdog:job-tomb:{id}         string  outlives the job by `job_tombstone_ttl_s`: 410, not 404
-    catdog:idem:{sha256(key)}    string  Idempotency-Key -> job id, for the job's lifetime
+    catdog:idem:{kid}:{sha256}   string  an API key's Idempotency-Key -> job id, for the job's life
     catdog:predict:{pid}:img     string  the /predict upload, for one task
     catdog:predict:{pid}:reply   list    the worker's one PredictReply; the gateway BLPOPs it
     catdog:workers               zset    worker process id -> heartbeat expiry (Redis clock)
     catdog:worker:{wid}          string  Heartbeat (JSON): queues, state, model, generation
     catdog:model:generation      string  bumped by `python -m worker.reload`
+    catdog:apikey:{digest}       hash    an API key's record (common.store.api_keys)
+    catdog:apikey-ids            hash    key id -> digest
+    catdog:owner:{kid}:jobs      set     the key's jobs that have not ended
+    catdog:owner:{kid}:bytes     hash    job id -> bytes of upload it holds
+    catdog:owner:{kid}:bucket    hash    the key's request token bucket
 
 Live-quality keys (`catdog:quality:*`) are laid out in `common.quality`. Kombu keeps each
 queue's waiting messages in a list named after the queue.
@@ -27,6 +32,9 @@ PREFIX = "catdog"
 WORKERS = f"{PREFIX}:workers"
 WORKER_PREFIX = f"{PREFIX}:worker:"
 MODEL_GENERATION = f"{PREFIX}:model:generation"
+API_KEY_PREFIX = f"{PREFIX}:apikey:"
+API_KEY_IDS = f"{PREFIX}:apikey-ids"
+OWNER_PREFIX = f"{PREFIX}:owner:"
 
 
 def job(job_id: str) -> str:
@@ -57,9 +65,10 @@ def tombstone(job_id: str) -> str:
     return f"{PREFIX}:job-tomb:{job_id}"
 
 
-def idempotency(key: str) -> str:
-    # Hashed: the client's key is arbitrary text and may be long.
-    return f"{PREFIX}:idem:{hashlib.sha256(key.encode()).hexdigest()}"
+def idempotency(owner: str, key: str) -> str:
+    # Scoped by API key: two callers' keys never meet. Hashed: the client's key is
+    # arbitrary text and may be long.
+    return f"{PREFIX}:idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def predict_image(pid: str) -> str:
@@ -72,3 +81,15 @@ def predict_reply(pid: str) -> str:
 
 def worker(worker_id: str) -> str:
     return f"{WORKER_PREFIX}{worker_id}"
+
+
+def api_key(digest: str) -> str:
+    return f"{API_KEY_PREFIX}{digest}"
+
+
+def owner_jobs(owner: str) -> str:
+    return f"{OWNER_PREFIX}{owner}:jobs"
+
+
+def owner_bytes(owner: str) -> str:
+    return f"{OWNER_PREFIX}{owner}:bytes"

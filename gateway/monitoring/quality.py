@@ -141,23 +141,25 @@ class QualityTracker:
         self.config = config
         self.references = references
 
-    async def record_prediction(self, request_id: str, found: Classification) -> None:
-        """Remember a /predict answer so feedback can name it by its request id."""
-        key = q.prediction_key(request_id=request_id)
-        record = PredictionRecord(key, found.label, found.probability, found.model)
+    async def record_prediction(
+        self, prediction_id: str, found: Classification, owner: str = ""
+    ) -> None:
+        """Remember a /predict answer so its caller can give feedback on it by its id."""
+        key = q.prediction_key(prediction_id=prediction_id)
+        record = PredictionRecord(key, found.label, found.probability, found.model, owner=owner)
         await self.store(
             q.record_predictions(
                 [record], ttl_s=self.config.record_ttl_s, window=self.config.window
             )
         )
 
-    async def feedback(self, key: str, true_label: str) -> FeedbackOutcome:
+    async def feedback(self, key: str, true_label: str, owner: str = "") -> FeedbackOutcome:
         """Score the prediction `key` against `true_label` and add it to its model's window.
 
         Raises PredictionNotFoundError, or FeedbackConflictError when it was already given
         a different label; the same label again is accepted and not counted twice."""
         actual = q.check_label(true_label)
-        record = await self._find(key)
+        record = await self._find(key, owner)
         earlier = await q.claim_feedback(self.redis, key, actual, self.config.record_ttl_s)
         if earlier is not None and earlier != actual:
             raise FeedbackConflictError(
@@ -191,24 +193,25 @@ class QualityTracker:
             window_size=len(stats.outcomes),
         )
 
-    async def _find(self, key: str) -> PredictionRecord:
+    async def _find(self, key: str, owner: str) -> PredictionRecord:
+        """The prediction `key`, if `owner` made it: another key's is not found."""
         record = await q.load_record(self.redis, key)
-        if record is not None:
+        if record is not None and record.owner == owner:
             return record
         if key.startswith("job:"):
             # Job items live in the job store for the job's lifetime even if no quality
             # record was written for them.
             _, job_id, index = key.split(":", 2)
-            found = await self._job_item(job_id, int(index))
+            found = await self._job_item(job_id, int(index), owner)
             if found is not None:
                 return found
         raise PredictionNotFoundError(
             f"no prediction {key} is on record (unknown, expired, pending or failed)"
         )
 
-    async def _job_item(self, job_id: str, index: int) -> PredictionRecord | None:
+    async def _job_item(self, job_id: str, index: int, owner: str) -> PredictionRecord | None:
         try:
-            page = await self.store(jobs.page(job_id, index, 1))
+            page = await self.store(jobs.page(job_id, index, 1, owner))
         except (JobNotFoundError, JobExpiredError):
             return None
         result = page.results[0] if page.results else None
@@ -216,7 +219,7 @@ class QualityTracker:
             return None
         found = result.prediction
         key = q.prediction_key(job_id=job_id, index=index)
-        return PredictionRecord(key, found.label, found.probability, found.model)
+        return PredictionRecord(key, found.label, found.probability, found.model, owner=owner)
 
     async def snapshot(self) -> list[VersionQuality]:
         """Window numbers and offline references of the most recently seen versions."""

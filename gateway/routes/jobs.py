@@ -6,16 +6,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from common.errors import BrokerUnavailableError, IdempotencyConflictError, JobNotFoundError
-from common.store import idempotency, jobs
+from common.errors import (
+    BrokerUnavailableError,
+    ByteBudgetError,
+    IdempotencyConflictError,
+    JobNotFoundError,
+    TooManyJobsError,
+)
+from common.settings import Settings
+from common.store import idempotency, jobs, limits
 from common.store.ops import AsyncStore
 from common.wire import JobSummary
-from gateway.dependencies import RequestIdDep, ServicesDep
+from gateway.auth import Caller
+from gateway.dependencies import CallerDep, RequestIdDep, ServicesDep
 from gateway.job_uploads import receive_job
 from gateway.monitoring import MetricsDep
 from gateway.openapi import error_responses, multipart_body
 from gateway.schemas import CancelResponse, JobAccepted, JobStatusResponse
-from gateway.services import Services
+from gateway.services import RETRY_AFTER_S, Services
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +61,10 @@ def _accepted(record: JobSummary, request: Request, response: Response) -> JobAc
 
 
 async def _replay(
-    store: AsyncStore, job_id: str, request: Request, response: Response
+    store: AsyncStore, caller: Caller, job_id: str, request: Request, response: Response
 ) -> JobAccepted:
     try:
-        record = await store(jobs.read(job_id))
+        record = await store(jobs.read(job_id, caller.key_id))
     except JobNotFoundError as exc:
         raise IdempotencyConflictError(
             "a request with this Idempotency-Key is still being received; retry shortly"
@@ -65,17 +73,46 @@ async def _replay(
     return _accepted(record.summary(), request, response)
 
 
+def _declared_bytes(request: Request, settings: Settings) -> int:
+    """What the upload will hold at most: its Content-Length, else the job byte limit."""
+    try:
+        declared = int(request.headers.get("content-length", ""))
+    except ValueError:
+        declared = settings.max_job_bytes
+    return max(0, min(declared, settings.max_job_bytes))
+
+
+async def _hold_place(services: Services, caller: Caller, job_id: str, nbytes: int) -> None:
+    """Refuse the job before a byte of it is stored if the caller's limits do not allow it."""
+    if caller.limits is None:
+        return
+    held = await services.store(limits.reserve_job(caller.key_id, job_id, nbytes, caller.limits))
+    if held.verdict == "too_many_jobs":
+        raise TooManyJobsError(
+            f"the API key {caller.key_id} already has {caller.limits.active_jobs} jobs that have"
+            " not ended; wait for one to end or cancel one",
+            retry_after_s=RETRY_AFTER_S,
+        )
+    if not held.ok:
+        raise ByteBudgetError(
+            f"the API key {caller.key_id} may hold {caller.limits.stored_bytes} bytes of uploads"
+            f" at once; its jobs hold {held.held_bytes} and this upload declares {nbytes}",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobAccepted,
-    responses=error_responses(409, 413, 422, 429, 503),
+    responses=error_responses(401, 409, 413, 422, 429, 503),
     openapi_extra=JOBS_BODY,
 )
 async def create_job(
     request: Request,
     response: Response,
     services: ServicesDep,
+    caller: CallerDep,
     request_id: RequestIdDep,
     metrics: MetricsDep,
     idempotency_key: Annotated[
@@ -88,58 +125,74 @@ async def create_job(
     ] = None,
 ) -> JobAccepted:
     """Submit photos (multipart field `files`, repeated) for classification in the background."""
-    store, settings = services.store, services.settings
-    if idempotency_key and (existing := await store(idempotency.lookup(idempotency_key))):
-        return await _replay(store, existing, request, response)
+    store, settings, owner = services.store, services.settings, caller.key_id
+    if idempotency_key and (existing := await store(idempotency.lookup(owner, idempotency_key))):
+        return await _replay(store, caller, existing, request, response)
     await services.ensure_capacity(settings.bulk_queue)
     job_id = uuid.uuid4().hex
-    reservation = idempotency.reserve(idempotency_key or "", job_id, settings.job_ttl_s)
+    reservation = idempotency.reserve(owner, idempotency_key or "", job_id, settings.job_ttl_s)
     if idempotency_key and not await store(reservation):
-        existing = await store(idempotency.lookup(idempotency_key))
-        return await _replay(store, existing or job_id, request, response)
+        existing = await store(idempotency.lookup(owner, idempotency_key))
+        return await _replay(store, caller, existing or job_id, request, response)
     try:
-        new_job, chunks = await receive_job(request, store, settings, job_id, request_id)
+        await _hold_place(services, caller, job_id, _declared_bytes(request, settings))
+        received = await receive_job(request, store, settings, job_id, request_id, owner)
+        if caller.limits is not None:
+            await store(limits.settle_bytes(owner, job_id, received.stored_bytes))
         ttls = settings.job_ttl_s, settings.job_tombstone_ttl_s
-        record = await store(jobs.create(new_job, *ttls))
-        await services.dispatcher.chunks(job_id, chunks, request_id)
+        record = await store(jobs.create(received.job, *ttls))
+        await services.dispatcher.chunks(job_id, received.chunks, request_id)
     except BaseException:
-        if idempotency_key:
-            await store(idempotency.release(idempotency_key, job_id))
-        if await store(jobs.exists(job_id)):  # created, but its chunks could not all be queued
-            await _cancel_quietly(services, job_id)
+        await _undo_submission(services, owner, idempotency_key, job_id)
         raise
     metrics.observe_job_submitted(record.total)
     if record.ended:  # every file was refused at upload
         await services.dispatcher.job_ended(job_id)
-    log.info("job accepted", extra={"job_id": job_id, "total": record.total, "chunks": len(chunks)})
+    log.info(
+        "job accepted",
+        extra={"job_id": job_id, "total": record.total, "chunks": len(received.chunks)},
+    )
     return _accepted(record.summary(), request, response)
+
+
+async def _undo_submission(
+    services: Services, owner: str, idempotency_key: str | None, job_id: str
+) -> None:
+    store = services.store
+    if idempotency_key:
+        await store(idempotency.release(owner, idempotency_key, job_id))
+    if await store(jobs.exists(job_id)):  # created, but its chunks could not all be queued
+        await _cancel_quietly(services, owner, job_id)
+    else:
+        await store(limits.release_job(owner, job_id))
 
 
 @router.get(
     "/{job_id}",
     name="get_job",
     response_model=JobStatusResponse,
-    responses=error_responses(404, 410),
+    responses=error_responses(401, 404, 410, 429),
 )
 async def get_job(
     job_id: JobId,
     services: ServicesDep,
+    caller: CallerDep,
     offset: Annotated[int, Query(ge=0, description="First item index of the page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 100,
 ) -> JobStatusResponse:
     """The job's status, counts and timestamps, with one page of its items' results."""
-    page = await services.store(jobs.page(job_id, offset, limit))
+    page = await services.store(jobs.page(job_id, offset, limit, caller.key_id))
     return JobStatusResponse.from_page(page)
 
 
 @router.delete(
     "/{job_id}",
     response_model=CancelResponse,
-    responses=error_responses(404, 409, 410),
+    responses=error_responses(401, 404, 409, 410, 429),
 )
-async def cancel_job(job_id: JobId, services: ServicesDep) -> CancelResponse:
+async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> CancelResponse:
     """Cancel a queued or running job; items finished before the cancel keep their results."""
-    record, changed = await services.store(jobs.cancel(job_id))
+    record, changed = await services.store(jobs.cancel(job_id, caller.key_id))
     if changed:
         await _after_cancel(services, job_id, record.chunks, record.total)
         log.info("job cancelled", extra={"job_id": job_id, "done": record.done})
@@ -157,9 +210,9 @@ async def _after_cancel(services: Services, job_id: str, chunks: int, total: int
     await services.store(jobs.discard_upload(job_id, total))
 
 
-async def _cancel_quietly(services: Services, job_id: str) -> None:
+async def _cancel_quietly(services: Services, owner: str, job_id: str) -> None:
     try:
-        record, _ = await services.store(jobs.cancel(job_id))
+        record, _ = await services.store(jobs.cancel(job_id, owner))
         await _after_cancel(services, job_id, record.chunks, record.total)
     except Exception:
         log.exception("could not cancel a job whose chunks were not all queued")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from common.errors import InferenceFailedError, PredictTimeoutError, error_for_reason
 from common.store import predict_mailbox
 from common.wire import Classification
-from gateway.dependencies import RequestIdDep, ServicesDep
+from gateway.dependencies import CallerDep, RequestIdDep, ServicesDep
 from gateway.monitoring import MetricsDep, QualityDep
 from gateway.monitoring.quality import QualityTracker
 from gateway.openapi import error_responses, multipart_body
@@ -34,12 +34,13 @@ PREDICT_BODY = multipart_body(
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(413, 415, 422, 429, 503, 504),
+    responses=error_responses(401, 413, 415, 422, 429, 503, 504),
     openapi_extra=PREDICT_BODY,
 )
 async def predict(
     request: Request,
     services: ServicesDep,
+    caller: CallerDep,
     request_id: RequestIdDep,
     metrics: MetricsDep,
     quality: QualityDep,
@@ -75,7 +76,7 @@ async def predict(
     found = reply.prediction
     model = found.model
     metrics.observe_prediction(found.label, found.probability, model.name, model.version)
-    await _remember(quality, request_id, found)
+    await _remember(quality, prediction_id, found, caller.key_id)
     log.info(
         "prediction served",
         extra={
@@ -93,15 +94,18 @@ async def predict(
         probability=found.probability,
         probabilities=found.probabilities,
         model=model,
+        prediction_id=prediction_id,
         request_id=request_id,
         latency_ms=latency_ms,
     )
 
 
-async def _remember(quality: QualityTracker, request_id: str, found: Classification) -> None:
+async def _remember(
+    quality: QualityTracker, prediction_id: str, found: Classification, owner: str
+) -> None:
     """Record the answer so POST /feedback can name it; a failed record never fails the
     prediction the client is waiting for."""
     try:
-        await quality.record_prediction(request_id, found)
+        await quality.record_prediction(prediction_id, found, owner)
     except (redis.RedisError, OSError) as exc:
         log.warning("could not record the prediction for feedback", extra={"error": str(exc)})

@@ -118,7 +118,7 @@ function renderAnswer(answer, prepared) {
   wrong.disabled = false;
   wrong.textContent = `This is wrong: it is a ${other}`;
   wrong.onclick = () =>
-    correct({ request_id: answer.request_id, label: other }, wrong, $("single-feedback"));
+    correct({ prediction_id: answer.prediction_id, label: other }, wrong, $("single-feedback"));
   $("single-feedback").textContent = "";
   $("single-result").hidden = false;
   $("single").scrollIntoView({ block: "nearest" }); // on a phone the answer is below the fold

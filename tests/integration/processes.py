@@ -5,6 +5,7 @@ Every process writes its output (JSON log lines) to `<log_dir>/<name>.log`. Each
 its own metrics exporter port and its own fresh PROMETHEUS_MULTIPROC_DIR, as in a worker
 container, so several workers never share (or fight over) either."""
 
+import json
 import os
 import shutil
 import signal
@@ -120,6 +121,10 @@ def service_env(redis_url: str, model_uri: str, **settings: Any) -> dict[str, st
             "CATDOG_REDIS_URL": redis_url,
             "CATDOG_MODEL_URI": model_uri,
             "CATDOG_ENVIRONMENT": "test",
+            # Stacks serve without API keys unless a test turns them on (tests/integration/
+            # test_security.py); their callback receivers listen on this machine.
+            "CATDOG_AUTH": "off",
+            "CATDOG_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
             "CATDOG_LOG_JSON": "true",
             "CATDOG_MLFLOW_TRACKING_URI": NO_MLFLOW,
             "PYTHONUNBUFFERED": "1",
@@ -127,8 +132,13 @@ def service_env(redis_url: str, model_uri: str, **settings: Any) -> dict[str, st
             "DO_NOT_TRACK": "true",
         }
     )
-    env.update({f"CATDOG_{k.upper()}": str(v) for k, v in settings.items()})
+    env.update({f"CATDOG_{k.upper()}": _env_value(v) for k, v in settings.items()})
     return env
+
+
+def _env_value(value: Any) -> str:
+    # pydantic-settings reads list and dict settings as JSON.
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def start_worker(

@@ -51,11 +51,11 @@ def test_feedback_moves_the_live_accuracy_gauge_of_the_version_that_answered(
     # Other tests may have given feedback on this version already: start from its window.
     accuracy_before, window_before, _ = _quality(stack)
     right = [
-        _feedback(client, request_id=answers[0]["request_id"], label=answers[0]["label"]),
+        _feedback(client, prediction_id=answers[0]["prediction_id"], label=answers[0]["label"]),
         _feedback(client, job_id=job_id, index=0, label=item["label"]),
     ]
     wrong = _feedback(
-        client, request_id=answers[1]["request_id"], label=OTHER[answers[1]["label"]].upper()
+        client, prediction_id=answers[1]["prediction_id"], label=OTHER[answers[1]["label"]].upper()
     )
     for response in [*right, wrong]:
         assert response.status_code == 200, response.text
@@ -83,21 +83,21 @@ def test_feedback_is_counted_once_and_a_different_label_is_a_conflict(
 ) -> None:
     with (photo_dir / "kaggle" / "dog.22.jpg").open("rb") as photo:
         answer = client.post("/predict", files={"file": ("dog.22.jpg", photo)}).json()
-    request_id, label = answer["request_id"], answer["label"]
-    assert _feedback(client, request_id=request_id, label=label).json()["counted"] is True
+    prediction_id, label = answer["prediction_id"], answer["label"]
+    assert _feedback(client, prediction_id=prediction_id, label=label).json()["counted"] is True
     _, window_before, _ = _quality(stack)
 
-    again = _feedback(client, request_id=request_id, label=label)
+    again = _feedback(client, prediction_id=prediction_id, label=label)
     assert (again.status_code, again.json()["counted"]) == (200, False)
-    conflict = _feedback(client, request_id=request_id, label=OTHER[label])
+    conflict = _feedback(client, prediction_id=prediction_id, label=OTHER[label])
     assert (conflict.status_code, conflict.json()["reason"]) == (409, "feedback_conflict")
     assert _quality(stack)[1] == window_before  # neither moved the window
 
 
 def test_feedback_on_an_unknown_prediction_is_404_and_a_bad_body_422(client: httpx.Client) -> None:
-    unknown = _feedback(client, request_id="never-served", label="cat")
+    unknown = _feedback(client, prediction_id="0" * 32, label="cat")
     assert (unknown.status_code, unknown.json()["reason"]) == (404, "prediction_not_found")
     missing_job = _feedback(client, job_id="nosuchjob", index=0, label="dog")
     assert (missing_job.status_code, missing_job.json()["reason"]) == (404, "prediction_not_found")
-    horse = _feedback(client, request_id="r", label="horse")
+    horse = _feedback(client, prediction_id="0" * 32, label="horse")
     assert (horse.status_code, horse.json()["reason"]) == (422, "validation_error")

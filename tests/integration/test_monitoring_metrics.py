@@ -10,9 +10,6 @@ import httpx
 import pytest
 from PIL import Image
 from prometheus_client.samples import Sample
-
-from tests.integration.conftest import MODEL_NAME, MODEL_VERSION
-from tests.integration.processes import Stack, scrape, total, wait_for_job
 from tests.unit.monitoring.test_dashboard_metric_names import (
     FLOWER_METRICS,
     PROMETHEUS_METRICS,
@@ -20,6 +17,9 @@ from tests.unit.monitoring.test_dashboard_metric_names import (
     dashboard_expressions,
     metric_names,
 )
+
+from tests.integration.conftest import MODEL_NAME, MODEL_VERSION
+from tests.integration.processes import Stack, scrape, total, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -138,7 +138,7 @@ def exported(stack: Stack, photo_dir: Path) -> set[str]:
         )
         assert oversized.json()["status"] == "failed"  # refused whole, ended by the gateway
         label = ok.json()["label"]
-        feedback = {"request_id": ok.json()["request_id"], "label": label}
+        feedback = {"prediction_id": ok.json()["prediction_id"], "label": label}
         assert http.post("/feedback", json=feedback).status_code == 200
     samples = scrape(f"{stack.url}/metrics")
     exporter = stack.worker("w1").metrics_url

@@ -38,8 +38,10 @@ def service(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
             )
         return httpx.Response(200, json={**PREDICTION, "request_id": "r", "latency_ms": 1.0})
 
-    def make(url: str, timeout_s: float = 60.0, transport: Any = None) -> CatdogClient:
-        return CatdogClient(url, timeout_s, transport=httpx.MockTransport(handler))
+    def make(
+        url: str, timeout_s: float = 60.0, transport: Any = None, api_key: str | None = None
+    ) -> CatdogClient:
+        return CatdogClient(url, timeout_s, transport=httpx.MockTransport(handler), api_key=api_key)
 
     monkeypatch.setattr(cli, "CatdogClient", make)
     return requests
@@ -61,6 +63,16 @@ def test_predict_writes_csv_rows_and_exits_0(
         rows[0]["label"] == "dog" and rows[0]["p_dog"] == "0.9" and rows[0]["model_version"] == "3"
     )
     assert str(service[0].url) == "http://svc/predict"
+
+
+def test_the_client_sends_the_api_key_from_the_environment(
+    service: list[httpx.Request], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CATDOG_API_KEY", "cdk_secret")
+    assert cli.main(["predict", *photos(tmp_path, "a.jpg")]) == 0
+    assert service[0].headers["X-API-Key"] == "cdk_secret"
+    assert cli.main(["--api-key", "cdk_other", "predict", *photos(tmp_path, "b.jpg")]) == 0
+    assert service[1].headers["X-API-Key"] == "cdk_other"
 
 
 def test_predict_reports_a_refused_photo_and_exits_1(

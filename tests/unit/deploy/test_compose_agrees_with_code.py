@@ -283,23 +283,52 @@ def test_env_example_lists_every_variable_with_the_compose_defaults() -> None:
         assert example[variable] == default, f".env.example shows {variable}={example[variable]}"
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker", "worker-gpu", "flower", "evaluate"])
-def test_settings_build_from_each_service_environment(
-    service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    environment = interpolate(services()[service]["environment"], env_example())
+def _filled_env_example() -> dict[str, str]:
+    """.env.example as an operator fills it in: every "change-me" replaced by a real value."""
+    return {k: v.replace("change-me", "s3cr3t-0123456789abcdef") for k, v in env_example().items()}
+
+
+def _service_settings(
+    service: str, values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    environment = interpolate(services()[service]["environment"], values)
     for name in [n for n in os.environ if n.startswith("CATDOG_")]:
         monkeypatch.delenv(name)
     for name, value in environment.items():
         monkeypatch.setenv(name, str(value))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    # Production settings validate (no development secrets), and every URL points at a
-    # service of this compose file.
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker", "worker-gpu", "flower", "evaluate"])
+def test_settings_build_from_each_service_environment(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filled = _filled_env_example()
+    settings = _service_settings(service, filled, monkeypatch)
+    # Production settings validate (real secrets), and every URL points at a service of this
+    # compose file.
     assert settings.environment == "prod"
     for url in (settings.redis_url, settings.mlflow_tracking_uri):
         parts = urlsplit(url)
         assert parts.hostname in services(), f"{service}: {url} names no service"
-    assert urlsplit(settings.redis_url).password == env_example()["REDIS_PASSWORD"]
+    assert urlsplit(settings.redis_url).password == filled["REDIS_PASSWORD"]
+
+
+@pytest.mark.parametrize("service", ["gateway", "worker", "flower"])
+def test_production_refuses_the_placeholders_of_env_example(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="must be set to a real secret in production"):
+        _service_settings(service, env_example(), monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "secret", ["REDIS_PASSWORD", "CATDOG_CALLBACK_SECRET", "CATDOG_FLOWER_BASIC_AUTH"]
+)
+def test_each_placeholder_alone_is_refused(secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {**_filled_env_example(), secret: env_example()[secret]}
+    with pytest.raises(ValueError, match="real secret"):
+        _service_settings("gateway", values, monkeypatch)
 
 
 # --- routes ----------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from common.errors import (
 )
 from gateway.errors import STATUS_BY_ERROR, status_for
 
+# Families, never raised themselves.
+BASES = {CatDogError, errors.RetryLaterError}
 # Raised where no HTTP request is being answered: in training, or inside a worker's retries.
 NOT_HTTP = {errors.DataSourceError, errors.CallbackError, errors.OfflineMetricsUnavailableError}
 
@@ -51,6 +53,11 @@ NOT_HTTP = {errors.DataSourceError, errors.CallbackError, errors.OfflineMetricsU
         (BrokerUnavailableError("x"), 503),
         (PredictTimeoutError("x"), 504),
         (InferenceFailedError("x"), 500),
+        (errors.UnauthorizedError("x"), 401),
+        (errors.RateLimitedError("x", retry_after_s=1), 429),
+        (errors.TooManyJobsError("x", retry_after_s=1), 429),
+        (errors.ByteBudgetError("x", retry_after_s=1), 429),
+        (errors.CallbackRefusedError("x"), 422),
     ],
 )
 def test_each_domain_error_maps_to_its_status(error: CatDogError, status: int) -> None:
@@ -85,7 +92,7 @@ def _domain_errors() -> list[type[CatDogError]]:
     return [
         cls
         for cls in vars(errors).values()
-        if isinstance(cls, type) and issubclass(cls, CatDogError) and cls is not CatDogError
+        if isinstance(cls, type) and issubclass(cls, CatDogError) and cls not in BASES
     ]
 
 

@@ -8,7 +8,7 @@ import redis
 
 from common.errors import JobExpiredError, JobFinishedError, JobNotFoundError
 from common.store import jobs, keys
-from common.store.jobs import NewJob
+from common.store.jobs import ChunkStart, NewJob
 from common.wire import Classification, ItemResult, JobStatus, ModelRef
 from tests.unit.common.store.conftest import Run
 
@@ -76,12 +76,12 @@ def test_a_job_refused_whole_at_upload_is_created_failed(run: Run) -> None:
 def test_cancel_refuses_every_later_write(run: Run, raw: redis.Redis) -> None:
     job_id = create(run, 3)
     run(jobs.complete(job_id, [ok(0)]))
-    record, changed = run(jobs.cancel(job_id))
+    record, changed = run(jobs.cancel(job_id, ""))
     assert changed and record.status is JobStatus.CANCELLED and record.done == 1
     late = run(jobs.complete(job_id, [ok(1), ok(2)]))
     assert not late.accepted and late.written == 0
     assert raw.hlen(keys.results(job_id)) == 1
-    again, changed = run(jobs.cancel(job_id))
+    again, changed = run(jobs.cancel(job_id, ""))
     assert not changed and again.done == 1 and again.status is JobStatus.CANCELLED
 
 
@@ -89,12 +89,12 @@ def test_cancelling_a_finished_job_raises(run: Run) -> None:
     job_id = create(run, 1)
     run(jobs.complete(job_id, [ok(0)]))
     with pytest.raises(JobFinishedError):
-        run(jobs.cancel(job_id))
+        run(jobs.cancel(job_id, ""))
 
 
 def test_cancelling_an_unknown_job_is_not_found(run: Run) -> None:
     with pytest.raises(JobNotFoundError):
-        run(jobs.cancel("never-existed"))
+        run(jobs.cancel("never-existed", ""))
 
 
 def test_an_expired_job_is_gone_but_its_tombstone_tells_410_from_404(
@@ -108,7 +108,7 @@ def test_an_expired_job_is_gone_but_its_tombstone_tells_410_from_404(
     with pytest.raises(JobExpiredError):
         run(jobs.page(job_id, 0, 10))
     with pytest.raises(JobExpiredError):
-        run(jobs.cancel(job_id))
+        run(jobs.cancel(job_id, ""))
     with pytest.raises(JobNotFoundError):
         run(jobs.read("never-existed"))
     assert not run(jobs.complete(job_id, [ok(0)])).accepted  # a late worker writes nothing
@@ -123,12 +123,12 @@ def test_results_expire_with_their_job(run: Run, raw: redis.Redis) -> None:
 
 def test_chunk_deliveries_and_item_attempts_are_counted(run: Run, raw: redis.Redis) -> None:
     job_id = create(run, 2)
-    assert run(jobs.start_chunk(job_id, 0)) == (JobStatus.RUNNING, 1)
-    assert run(jobs.start_chunk(job_id, 0)) == (JobStatus.RUNNING, 2)
+    assert run(jobs.start_chunk(job_id, 0)) == ChunkStart(JobStatus.RUNNING, 1, "")
+    assert run(jobs.start_chunk(job_id, 0)) == ChunkStart(JobStatus.RUNNING, 2, "")
     assert run(jobs.count_attempts(job_id, [0, 1])) == [1, 1]
     assert run(jobs.count_attempts(job_id, [1])) == [2]
     assert 0 < raw.ttl(keys.attempts(job_id)) <= 60
-    assert run(jobs.start_chunk("missing", 0)) == (None, 0)
+    assert run(jobs.start_chunk("missing", 0)) == ChunkStart(None, 0, "")
 
 
 def test_images_are_read_and_dropped_by_index(run: Run) -> None:

@@ -52,9 +52,9 @@ def test_a_reload_generation_only_goes_up(run: Run) -> None:
 
 
 def test_an_idempotency_key_is_reserved_once_and_released_only_by_its_job(run: Run) -> None:
-    assert run(idempotency.reserve("k", "job-1", ttl_s=60))
-    assert not run(idempotency.reserve("k", "job-2", ttl_s=60))
-    run(idempotency.release("k", "job-2"))  # not its reservation: no effect
-    assert run(idempotency.lookup("k")) == "job-1"
-    run(idempotency.release("k", "job-1"))
-    assert run(idempotency.lookup("k")) is None
+    assert run(idempotency.reserve("", "k", "job-1", ttl_s=60))
+    assert not run(idempotency.reserve("", "k", "job-2", ttl_s=60))
+    run(idempotency.release("", "k", "job-2"))  # not its reservation: no effect
+    assert run(idempotency.lookup("", "k")) == "job-1"
+    run(idempotency.release("", "k", "job-1"))
+    assert run(idempotency.lookup("", "k")) is None

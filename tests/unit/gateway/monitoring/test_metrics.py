@@ -31,6 +31,7 @@ def monitored_app(redis_url: str) -> FastAPI:
         _env_file=None,
         redis_url=redis_url,
         environment="test",
+        auth="off",
         mlflow_tracking_uri="http://127.0.0.1:1",  # no MLflow: offline values stay unknown
     )
     return create_app(settings, configure_logs=False)
@@ -137,21 +138,29 @@ def test_feedback_moves_the_live_accuracy_gauge(client: TestClient, redis_url: s
     Store(redis.Redis.from_url(redis_url))(
         q.record_predictions(
             [
-                PredictionRecord("req:r1", "cat", 0.9, ModelRef("catdog", "3")),
-                PredictionRecord("req:r2", "cat", 0.7, ModelRef("catdog", "3")),
+                PredictionRecord(
+                    "predict:11111111111111111111111111111111", "cat", 0.9, ModelRef("catdog", "3")
+                ),
+                PredictionRecord(
+                    "predict:22222222222222222222222222222222", "cat", 0.7, ModelRef("catdog", "3")
+                ),
             ],
             ttl_s=60,
             window=100,
         )
     )
     live = {"model_name": "catdog", "model_version": "3", "source": "live"}
-    right = client.post("/feedback", json={"request_id": "r1", "label": "cat"})
+    right = client.post(
+        "/feedback", json={"prediction_id": "11111111111111111111111111111111", "label": "cat"}
+    )
     assert right.status_code == 200, right.text
     assert right.json()["correct"] is True
     assert value(samples(client), "catdog_quality_accuracy_ratio", **live) == 1.0
-    wrong = client.post("/feedback", json={"request_id": "r2", "label": "DOG"})
+    wrong = client.post(
+        "/feedback", json={"prediction_id": "22222222222222222222222222222222", "label": "DOG"}
+    )
     assert wrong.json() | {"model": None} == {
-        "prediction": "req:r2",
+        "prediction": "predict:22222222222222222222222222222222",
         "predicted": "cat",
         "label": "dog",
         "correct": False,
@@ -175,13 +184,23 @@ def test_feedback_moves_the_live_accuracy_gauge(client: TestClient, redis_url: s
 
 
 def test_feedback_errors_have_stable_reasons(client: TestClient, redis_url: str) -> None:
-    missing = client.post("/feedback", json={"request_id": "nope", "label": "cat"})
+    missing = client.post(
+        "/feedback", json={"prediction_id": "ffffffffffffffffffffffffffffffff", "label": "cat"}
+    )
     assert (missing.status_code, missing.json()["reason"]) == (404, "prediction_not_found")
     both = client.post(
-        "/feedback", json={"request_id": "r", "job_id": "j", "index": 0, "label": "cat"}
+        "/feedback",
+        json={
+            "prediction_id": "11111111111111111111111111111111",
+            "job_id": "j",
+            "index": 0,
+            "label": "cat",
+        },
     )
     assert (both.status_code, both.json()["reason"]) == (422, "validation_error")
-    horse = client.post("/feedback", json={"request_id": "r", "label": "horse"})
+    horse = client.post(
+        "/feedback", json={"prediction_id": "11111111111111111111111111111111", "label": "horse"}
+    )
     assert horse.status_code == 422
     Store(redis.Redis.from_url(redis_url))(
         q.record_predictions(

@@ -79,7 +79,7 @@ def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url
         seen = []
         for i, truth in enumerate(["cat", "dog", "dog", "dog"]):
             seen.append(
-                (await t.feedback(q.prediction_key(request_id=f"r{i}"), truth)).window_accuracy
+                (await t.feedback(q.prediction_key(prediction_id=f"r{i}"), truth)).window_accuracy
             )
         return seen
 
@@ -89,8 +89,8 @@ def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url
 def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[bool, bool, int]:
         await t.record_prediction("r1", answer("cat", 0.8, V3))
-        first = await t.feedback("req:r1", "Cat")
-        again = await t.feedback("req:r1", "cat")
+        first = await t.feedback("predict:r1", "Cat")
+        again = await t.feedback("predict:r1", "cat")
         return first.counted, again.counted, again.window_size
 
     assert with_tracker(redis_url, scenario) == (True, False, 1)
@@ -99,8 +99,8 @@ def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
 def test_feedback_with_a_different_label_the_second_time_is_a_conflict(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> None:
         await t.record_prediction("r1", answer("cat", 0.8, V3))
-        await t.feedback("req:r1", "cat")
-        await t.feedback("req:r1", "dog")
+        await t.feedback("predict:r1", "cat")
+        await t.feedback("predict:r1", "dog")
 
     with pytest.raises(FeedbackConflictError):
         with_tracker(redis_url, scenario)
@@ -108,12 +108,12 @@ def test_feedback_with_a_different_label_the_second_time_is_a_conflict(redis_url
 
 def test_feedback_on_an_unknown_prediction_is_not_found(redis_url: str) -> None:
     with pytest.raises(PredictionNotFoundError):
-        with_tracker(redis_url, lambda t: t.feedback("req:never-served", "cat"))
+        with_tracker(redis_url, lambda t: t.feedback("predict:never-served", "cat"))
 
 
 def test_a_wrong_label_is_refused(redis_url: str) -> None:
     with pytest.raises(ValueError, match="cat, dog"):
-        with_tracker(redis_url, lambda t: t.feedback("req:x", "horse"))
+        with_tracker(redis_url, lambda t: t.feedback("predict:x", "horse"))
 
 
 def _job_with_items(redis_url: str) -> str:
@@ -152,8 +152,8 @@ def test_the_window_keeps_only_the_last_outcomes(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[float | None, int]:
         for i in range(5):
             await t.record_prediction(f"r{i}", answer("cat", 0.9, V3))
-            await t.feedback(f"req:r{i}", "dog" if i < 2 else "cat")  # 2 wrong, then 3 right
-        outcome = await t.feedback("req:r4", "cat")
+            await t.feedback(f"predict:r{i}", "dog" if i < 2 else "cat")  # 2 wrong, then 3 right
+        outcome = await t.feedback("predict:r4", "cat")
         return outcome.window_accuracy, outcome.window_size
 
     assert with_tracker(redis_url, scenario, QualityConfig(window=3)) == (1.0, 3)
@@ -165,7 +165,7 @@ def test_records_expire_after_their_ttl(redis_url: str) -> None:
         lambda t: t.record_prediction("r1", answer("cat", 0.9, V3)),
         QualityConfig(record_ttl_s=30),
     )
-    ttl = redis.Redis.from_url(redis_url).ttl(q.Keys.record("req:r1"))
+    ttl = redis.Redis.from_url(redis_url).ttl(q.Keys.record("predict:r1"))
     assert 0 < ttl <= 30
 
 
@@ -178,7 +178,7 @@ def test_snapshot_compares_the_live_mix_with_the_test_set(redis_url: str) -> Non
     async def scenario(t: QualityTracker) -> list[q.ModelRef]:
         await t.record_prediction("r1", answer("dog", 0.8, V3))
         await t.record_prediction("r2", answer("dog", 0.9, V4))
-        await t.feedback("req:r1", "cat")
+        await t.feedback("predict:r1", "cat")
         versions = await t.snapshot()
         (v3,) = [v for v in versions if v.model == V3]
         assert v3.live() == {
@@ -236,7 +236,7 @@ def test_the_reference_cache_remembers_misses_until_its_ttl() -> None:
 def test_quality_gauges_carry_live_offline_and_drift(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> bytes:
         await t.record_prediction("r1", answer("cat", 0.9, V3))
-        await t.feedback("req:r1", "cat")
+        await t.feedback("predict:r1", "cat")
         metrics = GatewayMetrics()
         metrics.set_quality(await t.snapshot())
         return metrics.exposition()[0]
