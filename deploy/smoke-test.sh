@@ -8,6 +8,7 @@
 # Prints PASS/FAIL per check and exits 1 if any check failed. Needs curl and python3.
 # The photos: SMOKE_PHOTOS_DIR (default deploy/smoke/) must hold a clear cat.jpg and dog.jpg of
 # your own (the repository ships none); deploy/smoke/corrupt.jpg is a synthetic JPEG cut in half.
+# With API keys on, CATDOG_API_KEY holds a key (it is sent from a file, never in arguments).
 set -euo pipefail
 
 base="${1:?usage: smoke-test.sh URL (for example http://127.0.0.1:8000)}"
@@ -25,6 +26,10 @@ job_timeout="${SMOKE_JOB_TIMEOUT_S:-120}"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+: >"$tmp/headers"
+if [[ -n "${CATDOG_API_KEY:-}" ]]; then
+  (umask 077 && printf 'X-API-Key: %s\n' "$CATDOG_API_KEY" >"$tmp/headers")
+fi
 failures=0
 status=""
 
@@ -39,7 +44,7 @@ fail() {
 request() {
   local method="$1" path="$2"
   shift 2
-  status="$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 30 -X "$method" "$@" \
+  status="$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 30 -H "@$tmp/headers" -X "$method" "$@" \
     "$base$path" 2>"$tmp/curl.err")" || status="000"
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole suite: lint, type checks, then pytest (unit, data, model, integration).
-# Integration tests start their own redis-server, Celery workers and uvicorn on free ports.
+# The whole suite: lint, type checks, the dependency and secret audits, then pytest (unit,
+# data, model, integration, browser, pipeline). Integration and browser tests start their
+# own redis-server, Celery workers and uvicorn on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -10,5 +11,9 @@ echo "== ruff"
 ruff check .
 echo "== mypy"
 mypy
+echo "== pip-audit (known vulnerabilities; security/audit-exceptions.txt)"
+python scripts/audit_dependencies.py
+echo "== detect-secrets (against .secrets.baseline)"
+python scripts/scan_secrets.py
 echo "== pytest"
 python -m pytest "$@"

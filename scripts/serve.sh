@@ -80,6 +80,8 @@ for i in $(seq "$WORKERS"); do
     celery -A worker.celery_app:app worker \
     --concurrency "$WORKER_CONCURRENCY" --hostname "worker$i@%h" --loglevel INFO
 done
+# API keys on (the default): reuse or make the local key, so the page and the client work.
+api_key="$(python scripts/local-api-key.py)"
 start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
 auth=$(python -c 'from common.settings import get_settings; print(get_settings().flower_basic_auth.get_secret_value())')
 start flower celery -A worker.celery_app:app flower --address=127.0.0.1 --port="$FLOWER_PORT" \
@@ -101,7 +103,16 @@ catdog is up:
   metrics    http://127.0.0.1:$GATEWAY_PORT/metrics, workers http://127.0.0.1:$WORKER_METRICS_PORT/metrics (+1 per worker)
   Flower     http://127.0.0.1:$FLOWER_PORT        (basic auth: CATDOG_FLOWER_BASIC_AUTH)
   logs       $LOG_DIR/
-Try: python -m client predict ../shared/data/petimages-180/Cat/1.jpg
+MSG
+if [[ -n "$api_key" ]]; then
+  cat <<MSG
+  API key    $api_key   (kept in $RUN_DIR/api-key; the web page asks for it once)
+Try: CATDOG_API_KEY=\$(cat $RUN_DIR/api-key) python -m client predict ../shared/data/petimages-180/Cat/1.jpg
+MSG
+else
+  echo "Try: python -m client predict ../shared/data/petimages-180/Cat/1.jpg"
+fi
+cat <<MSG
 Ctrl-C (or 'make down') stops everything.
 MSG
 

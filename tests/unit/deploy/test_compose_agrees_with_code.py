@@ -40,6 +40,8 @@ DEPLOY_LIB = ROOT / "deploy" / "lib.sh"
 COMPOSE_BUILTIN_VARIABLES = {"COMPOSE_PROFILES"}
 # Variables whose compose default differs from the Settings default on purpose.
 DELIBERATE_DEFAULTS = {"CATDOG_ENVIRONMENT": "prod"}  # the stack is production; code says dev
+# Read by the `catdog` client from its environment, not settings of the service.
+CLIENT_VARIABLES = {"CATDOG_API_KEY", "CATDOG_URL"}
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$${...}` is escaped.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -256,13 +258,20 @@ def field_name(variable: str) -> str:
 def test_every_catdog_variable_is_a_setting() -> None:
     variables = catdog_variables()
     assert "CATDOG_REDIS_URL" in variables and "CATDOG_MODEL_URI" in variables
-    unknown = sorted(v for v in variables if field_name(v) not in Settings.model_fields)
+    unknown = sorted(
+        v for v in variables - CLIENT_VARIABLES if field_name(v) not in Settings.model_fields
+    )
     assert not unknown, f"not fields of common.settings.Settings: {unknown}"
+    client_code = (ROOT / "client" / "cli.py").read_text()
+    assert all(f'"{v}"' in client_code for v in CLIENT_VARIABLES & variables)
 
 
 def test_compose_defaults_equal_the_settings_defaults() -> None:
     for variable, default in compose_defaults().items():
-        if not variable.startswith("CATDOG_") or variable in DELIBERATE_DEFAULTS:
+        if not variable.startswith("CATDOG_") or variable in {
+            *DELIBERATE_DEFAULTS,
+            *CLIENT_VARIABLES,
+        }:
             continue
         field = Settings.model_fields[field_name(variable)]
         parsed = TypeAdapter(field.annotation).validate_strings(default)
@@ -623,3 +632,8 @@ def test_mlflow_server_runs_the_mlflow_version_the_code_uses() -> None:
     )
     image = services()["mlflow"]["image"]
     assert image == f"ghcr.io/mlflow/mlflow:v{pins['mlflow']}"
+
+
+def test_callbacks_refuse_every_compose_service_name() -> None:
+    refused = set(Settings(_env_file=None).callback_refused_hosts)  # type: ignore[call-arg]
+    assert set(services()) - refused == set()
