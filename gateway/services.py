@@ -93,30 +93,28 @@ class Dispatcher:
         )
 
 
+def _redis(settings: Settings, **options: float) -> aioredis.Redis:
+    """A client on a pool of its own; each waiting request holds one connection."""
+    return aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            socket_connect_timeout=2,
+            **options,
+        )
+    )
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
-                max_connections=settings.redis_max_connections,
-                timeout=5,
-                socket_connect_timeout=2,
-            )
-        )
+        self.redis = _redis(settings)
         self.store = AsyncStore(self.redis)
         # Blocking waits (a /predict's reply) get connections of their own whose socket
         # timeout outlasts the wait: on the shared pool redis-py's default socket timeout
         # (5 s) would end a longer wait with a TimeoutError.
-        self._waits = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
-                max_connections=settings.redis_max_connections,
-                timeout=5,
-                socket_connect_timeout=2,
-                socket_timeout=settings.predict_timeout_s + WAIT_MARGIN_S,
-            )
-        )
+        self._waits = _redis(settings, socket_timeout=settings.predict_timeout_s + WAIT_MARGIN_S)
         self.waits = AsyncStore(self._waits)
         self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
         self.limits = ImageLimits.from_settings(settings)
