@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 from prometheus_client.samples import Sample
-from tests.unit.monitoring.test_dashboard_metric_names import (
+from tests.unit.deploy.test_dashboard_metric_names import (
     FLOWER_METRICS,
     PROMETHEUS_METRICS,
     alert_expressions,
