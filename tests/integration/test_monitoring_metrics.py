@@ -10,6 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 from prometheus_client.samples import Sample
+
+from tests.integration.conftest import MODEL_NAME, MODEL_VERSION
+from tests.integration.processes import Stack, scrape, total, wait_for_job
 from tests.unit.deploy.test_dashboard_metric_names import (
     FLOWER_METRICS,
     PROMETHEUS_METRICS,
@@ -17,9 +20,6 @@ from tests.unit.deploy.test_dashboard_metric_names import (
     dashboard_expressions,
     metric_names,
 )
-
-from tests.integration.conftest import MODEL_NAME, MODEL_VERSION
-from tests.integration.processes import Stack, scrape, total, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
