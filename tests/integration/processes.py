@@ -136,6 +136,11 @@ def service_env(redis_url: str, model_uri: str, **settings: Any) -> dict[str, st
     return env
 
 
+def _setting_value(text: str) -> Any:
+    # The inverse of _env_value, for settings built in this process from a stack's env.
+    return json.loads(text) if text[:1] in ("[", "{") else text
+
+
 def _env_value(value: Any) -> str:
     # pydantic-settings reads list and dict settings as JSON.
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -216,7 +221,7 @@ class Stack:
 
     def settings(self) -> Settings:
         """The settings this stack's processes run with."""
-        given = {k.removeprefix("CATDOG_").lower(): v for k, v in self.env.items()}
+        given = {k.removeprefix("CATDOG_").lower(): _setting_value(v) for k, v in self.env.items()}
         return Settings(
             _env_file=None, **{k: v for k, v in given.items() if k in Settings.model_fields}
         )  # type: ignore[call-arg]
