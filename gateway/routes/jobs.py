@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+MAX_OFFSET = 10**9
+
 JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 JOBS_BODY = multipart_body(
@@ -177,7 +179,10 @@ async def get_job(
     job_id: JobId,
     services: ServicesDep,
     caller: CallerDep,
-    offset: Annotated[int, Query(ge=0, description="First item index of the page")] = 0,
+    # Bounded: Redis refuses list indices beyond 64 bits, and no job has more items.
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="First item index of the page")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 100,
 ) -> JobStatusResponse:
     """The job's status, counts and timestamps, with one page of its items' results."""

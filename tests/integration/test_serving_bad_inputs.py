@@ -150,3 +150,13 @@ def test_unknown_job_is_404_and_a_bad_id_is_422(client: httpx.Client) -> None:
     _assert_error(client.get("/jobs/0123456789abcdef"), 404, "job_not_found")
     _assert_error(client.delete("/jobs/0123456789abcdef"), 404, "job_not_found")
     _assert_error(client.get("/jobs/not$an$id"), 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "params", [{"offset": -1}, {"offset": 2**63}, {"offset": "ten"}, {"limit": 0}, {"limit": 10**9}]
+)
+def test_a_page_outside_its_bounds_is_422_not_a_server_error(
+    client: httpx.Client, jpeg: bytes, params: dict[str, object]
+) -> None:
+    job = client.post("/jobs", files={"files": ("a.jpg", jpeg, "image/jpeg")}).json()
+    _assert_error(client.get(f"/jobs/{job['job_id']}", params=params), 422, "validation_error")
