@@ -7,6 +7,7 @@ every CPU core. Run as `python -m training.validate`.
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
@@ -119,7 +120,10 @@ def inspect_all(
     if workers == 1 or len(items) < _SERIAL_BELOW:
         return list(progress(map(work, items)))
     chunksize = max(1, min(256, len(items) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: a fork of a process that has other threads (a test runner, a
+    # caller with a Redis client) can inherit a held lock and hang the pool forever.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(progress(pool.map(work, items, chunksize=chunksize)))
 
 
