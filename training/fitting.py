@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from common.ml.model import EfficientNetLite0, ModelConfig
+from common.ml.model import EfficientNetLite, ModelConfig
 from common.ml.preprocessing import AugmentationParams, eval_transform, train_transform
 from training import registry
 from training.dataset import ImageDataset, Sample
@@ -292,7 +292,7 @@ def _set_trainable(model: nn.Module, unfreeze_blocks: int | None) -> None:
         model.requires_grad_(True)
         return
     model.requires_grad_(False)
-    if isinstance(model, EfficientNetLite0):
+    if isinstance(model, EfficientNetLite):
         tail: list[nn.Module] = [
             *list(model._blocks)[len(model._blocks) - unfreeze_blocks :],
             model._conv_head,

@@ -14,7 +14,7 @@ import torch
 
 from common.logging_setup import configure_logging
 from common.ml.checkpoint import save_checkpoint
-from common.ml.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model, native_input_size
 from training import registry
 from training.artifacts import CHECKPOINT, RUN_FILE, TRAIN_CURVES, TRAIN_HISTORY, TRAIN_METRICS
 from training.backbones import load_pretrained_backbone
@@ -34,10 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def model_config(params: Params) -> ModelConfig:
+    """The model to train; its normalisation follows from the arch (common.ml.model)."""
+    arch = params.model.arch
+    image_size = params.model.image_size or native_input_size(arch)
     return ModelConfig(
-        arch=params.model.arch,
-        image_size=params.model.image_size,
-        resize_size=params.model.resize_size,
+        arch=arch,
+        image_size=image_size,
+        resize_size=params.model.resize_size or image_size,
         dropout=params.model.dropout,
     )
 
