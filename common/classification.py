@@ -221,9 +221,9 @@ def plot_roc(scored: Sequence[Scored], path: Path) -> bool:
     return _save(plt, fig, path)
 
 
-def plot_reliability(scored: Sequence[Scored], path: Path) -> bool:
-    """The calibration bins the ECE averages over, against the diagonal; False when
-    matplotlib is not installed."""
+def plot_reliability(scored: Sequence[Scored], path: Path, title: str = "reliability") -> bool:
+    """The calibration bins the ECE averages over, against the diagonal, titled with the
+    ECE; False when matplotlib is not installed."""
     plt = _pyplot()
     if plt is None:
         return False
@@ -234,6 +234,6 @@ def plot_reliability(scored: Sequence[Scored], path: Path) -> bool:
     ax.plot([b.confidence for b in found], [b.accuracy for b in found], marker="o", label="model")
     ax.set_xlabel("confidence (winning probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability (ECE {expected_calibration_error(scored):.4f})")
+    ax.set_title(f"{title} (ECE {expected_calibration_error(scored):.4f})")
     ax.legend()
     return _save(plt, fig, path)

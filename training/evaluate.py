@@ -1,7 +1,9 @@
 """Evaluate stage: score the checkpoint on the test split (or on any labelled folder).
 
 `python -m training.evaluate` writes metrics/eval.json, PNG plots and CSVs for `dvc plots`,
-and adds them to the training run in MLflow.
+and adds them to the training run in MLflow. Every metric is of the probabilities served: the
+logits divided by the checkpoint's temperature (common.ml.calibration); `ece_uncalibrated`
+and the second reliability diagram show the same logits at T = 1, before calibration.
 `python -m training.evaluate --data FOLDER --out DIR` scores the same way on another labelled
 folder (Cat/ Dog/ sub-folders or cat.N.jpg names), for example a different source.
 """
@@ -12,7 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from common import classification
 from common.classification import Scored
 from common.labels import CLASSES, label_index
 from common.logging_setup import configure_logging
+from common.ml.calibration import scored_at
 from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
 from common.ml.preprocessing import eval_transform
@@ -35,42 +37,61 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_probabilities(
+def predict_logits(
     model: torch.nn.Module,
     config: ModelConfig,
     samples: list[Sample],
     device: torch.device,
     batch_size: int = 64,
     num_workers: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, 2) and true labels (N,), through the serving preprocessing."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and true labels (N,), through the serving preprocessing."""
     loader = DataLoader(
         ImageDataset(samples, eval_transform(config)),
         batch_size=batch_size,
         num_workers=num_workers,
     )
     model.eval().to(device)
-    probs, labels = [], []
+    logits, labels = [], []
     for images, targets in tqdm(loader, desc="evaluating", unit="batch"):
-        probs.append(model(images.to(device)).float().softmax(dim=1).cpu())
+        logits.append(model(images.to(device)).float().cpu())
         labels.append(targets)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return torch.cat(logits), torch.cat(labels)
 
 
 def write_report(
-    labels: np.ndarray, probs: np.ndarray, samples: list[Sample], out_dir: Path, metrics_file: Path
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    temperature: float,
+    samples: list[Sample],
+    out_dir: Path,
+    metrics_file: Path,
 ) -> tuple[dict[str, float], list[Path]]:
-    """metrics.json, the PNG plots and the CSVs `dvc plots` reads; returns the metrics and
+    """metrics.json, the PNG plots and the CSVs `dvc plots` read, of the probabilities served
+    at `temperature`, plus the ECE and reliability diagram at T = 1; returns the metrics and
     the files written."""
-    scored = classification.scored_from_probabilities(labels.tolist(), probs.tolist())
+    scored = scored_at(labels, logits, temperature)
+    uncalibrated = scored_at(labels, logits, 1.0)
     metrics = classification.classification_metrics(scored)
+    metrics |= {
+        "temperature": temperature,
+        "ece_uncalibrated": classification.expected_calibration_error(uncalibrated),
+    }
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = [out_dir / "confusion_matrix.png", out_dir / "roc.png", out_dir / "reliability.png"]
+    pngs = [
+        out_dir / "confusion_matrix.png",
+        out_dir / "roc.png",
+        out_dir / "reliability.png",
+        out_dir / "reliability_uncalibrated.png",
+    ]
     classification.plot_confusion_matrix(classification.confusion_matrix(scored), pngs[0])
     classification.plot_roc(scored, pngs[1])
-    classification.plot_reliability(scored, pngs[2])
+    classification.plot_reliability(
+        scored, pngs[2], f"reliability, calibrated (T = {temperature:.3f})"
+    )
+    classification.plot_reliability(uncalibrated, pngs[3], "reliability, uncalibrated (T = 1)")
     _write_predictions_csv(scored, samples, out_dir / "predictions.csv")
     _write_roc_csv(scored, out_dir / "roc.csv")
     return metrics, [*pngs, out_dir / "predictions.csv", out_dir / "roc.csv"]
@@ -118,17 +139,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.data is not None:
         samples = _folder_samples(args.data)
         out = args.out or Path("reports") / f"eval-{args.data.resolve().name}"
-        probs, labels = predict_probabilities(
+        logits, labels = predict_logits(
             model, config, samples, device, num_workers=params.train.num_workers
         )
-        metrics, _ = write_report(labels, probs, samples, out, out / "metrics.json")
+        metrics, _ = write_report(
+            labels, logits, config.temperature, samples, out, out / "metrics.json"
+        )
         print(json.dumps(metrics, indent=2))
         return
     samples = read_split("test")
-    probs, labels = predict_probabilities(
+    logits, labels = predict_logits(
         model, config, samples, device, num_workers=params.train.num_workers
     )
-    metrics, files = write_report(labels, probs, samples, EVAL_PLOTS_DIR, EVAL_METRICS)
+    metrics, files = write_report(
+        labels, logits, config.temperature, samples, EVAL_PLOTS_DIR, EVAL_METRICS
+    )
     with registry.resume_run(RUN_FILE):
         registry.log_evaluation(metrics, files)
     log.info("test metrics: %s", json.dumps(metrics))

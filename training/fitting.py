@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from common.ml.model import EfficientNetLite0, ModelConfig
+from common.ml.model import EfficientNetLite, ModelConfig
 from common.ml.preprocessing import AugmentationParams, eval_transform, train_transform
 from training import registry
 from training.dataset import ImageDataset, Sample
@@ -89,6 +89,9 @@ class FitRun:
     val_samples: list[Sample]
     device: torch.device
     history: History = field(default_factory=History)
+    # Frozen-backbone features of the plain validation set (N, D) and labels (N,), while they
+    # still describe the backbone: phase 1 sets them, end-to-end training clears them.
+    val_features: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class EarlyStopping:
@@ -249,6 +252,7 @@ def fit_head_on_features(run: FitRun) -> None:
             log.info("early stopping after %d head epochs", len(history.rows))
             break
     stopper.restore()
+    run.val_features = (x_val, y_val)
 
 
 def _run_batches(
@@ -292,7 +296,7 @@ def _set_trainable(model: nn.Module, unfreeze_blocks: int | None) -> None:
         model.requires_grad_(True)
         return
     model.requires_grad_(False)
-    if isinstance(model, EfficientNetLite0):
+    if isinstance(model, EfficientNetLite):
         tail: list[nn.Module] = [
             *list(model._blocks)[len(model._blocks) - unfreeze_blocks :],
             model._conv_head,
@@ -318,19 +322,38 @@ def _train_mode(model: nn.Module) -> None:
 
 
 @torch.no_grad()
+def _predict_logits(
+    model: nn.Module, loader: DataLoader[Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) for every image of `loader`, on the CPU."""
+    model.eval()
+    logits, labels = [], []
+    for images, targets in loader:
+        with _autocast(device):
+            logits.append(model(_to_device(images, device)).float().cpu())
+        labels.append(targets)
+    return torch.cat(logits), torch.cat(labels)
+
+
 def _evaluate(
     model: nn.Module, loader: DataLoader[Any], device: torch.device
 ) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
-    for images, targets in loader:
-        images, targets = _to_device(images, device), targets.to(device)
-        with _autocast(device):
-            logits = model(images).float()
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+    logits, labels = _predict_logits(model, loader, device)
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return F.cross_entropy(logits, labels).item(), accuracy
+
+
+@torch.no_grad()
+def validation_logits(run: FitRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fitted model's logits (N, C) on the plain validation set, and its labels (N,):
+    through the head alone when phase 1's cached features still describe the backbone (the
+    same numbers, dropout being off in eval mode), else one pass over the images."""
+    run.model.eval()
+    if run.val_features is not None:
+        features, labels = run.val_features
+        return run.model._fc(features.to(run.device)).float().cpu(), labels  # type: ignore[operator]
+    loader = _loader(run.val_samples, eval_transform(run.config), run.cfg, False, run.cfg.seed)
+    return _predict_logits(run.model, loader, run.device)
 
 
 def fit_end_to_end(
@@ -342,6 +365,7 @@ def fit_end_to_end(
 ) -> None:
     """Augmented end-to-end training of the trainable part, one validation pass per epoch."""
     model, cfg, device, history = run.model, run.cfg, run.device, run.history
+    run.val_features = None  # the backbone is about to move
     _set_trainable(model, unfreeze_blocks)
     phase = "scratch" if unfreeze_blocks is None else "finetune"
     augmented = train_transform(run.config, _augmentation(cfg))

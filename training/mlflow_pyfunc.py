@@ -2,7 +2,8 @@
 
 The logged model holds our checkpoint as an artifact. `mlflow.pyfunc.load_model()` users
 pass a float32 batch already preprocessed by common.ml.preprocessing (B, 3, S, S) and get class
-probabilities (B, 2) back; the workers skip this wrapper and load the checkpoint directly.
+probabilities (B, 2) back, at the checkpoint's temperature as everywhere else; the workers skip
+this wrapper and load the checkpoint directly.
 """
 
 from pathlib import Path
@@ -22,9 +23,12 @@ class CatDogModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import torch
 
+        from common.ml.calibration import calibrated_probabilities
+
         with torch.no_grad():
             batch = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-            return self.model(batch).softmax(dim=1).numpy()
+            logits = self.model(batch)
+            return calibrated_probabilities(logits, self.config.temperature).numpy()
 
 
 mlflow.models.set_model(CatDogModel())

@@ -34,8 +34,10 @@ class SplitParams(_Strict):
 class ModelParams(_Strict):
     arch: str = "efficientnet_lite0"
     pretrained: bool = True
-    image_size: int = Field(default=224, ge=32)
-    resize_size: int = Field(default=224, ge=32)
+    # None: the arch's native input size (common.ml.model.native_input_size); resize_size
+    # None: the image size (the whole short side is kept, no crop margin).
+    image_size: int | None = Field(default=None, ge=32)
+    resize_size: int | None = Field(default=None, ge=32)
     dropout: float = Field(default=0.2, ge=0, lt=1)
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict
 import torch
 
 from common.logging_setup import configure_logging
+from common.ml.calibration import calibrated_probabilities
 from common.ml.checkpoint import load_checkpoint
 from common.ml.preprocessing import preprocess_batch
 from training import registry
@@ -29,7 +30,7 @@ def main() -> None:
     # A real test photo as the signature's input example: (1, 3, S, S) float32.
     example = preprocess_batch([load_image(read_split("test")[0].path)], config)
     with torch.no_grad():
-        output = model(example).softmax(dim=1)
+        output = calibrated_probabilities(model(example), config.temperature)
     with registry.resume_run(RUN_FILE):
         decision = registry.register_and_promote(
             CHECKPOINT, test_f1, params, example.numpy(), output.numpy()

@@ -2,19 +2,23 @@
 
 Transfer models train in two phases (see params.yaml): the head on frozen-backbone features
 computed once, then optionally the last backbone blocks end to end. From-scratch models train
-end to end. Outputs: models/model.pt (checkpoint with its config and lineage), the per-epoch
-history for DVC plots, metrics/train.json, and an MLflow run that later stages add to.
+end to end. Then one softmax temperature is fitted on the validation split's logits and
+stored in the checkpoint's config, so every consumer reports calibrated probabilities.
+Outputs: models/model.pt (checkpoint with its config and lineage), the per-epoch history for
+DVC plots, metrics/train.json, and an MLflow run that later stages add to.
 """
 
 import json
 import logging
 import time
+from dataclasses import dataclass, replace
 
 import torch
 
 from common.logging_setup import configure_logging
+from common.ml.calibration import calibration_error, fit_temperature
 from common.ml.checkpoint import save_checkpoint
-from common.ml.model import ModelConfig, build_model
+from common.ml.model import ModelConfig, build_model, native_input_size
 from training import registry
 from training.artifacts import CHECKPOINT, RUN_FILE, TRAIN_CURVES, TRAIN_HISTORY, TRAIN_METRICS
 from training.backbones import load_pretrained_backbone
@@ -25,6 +29,7 @@ from training.fitting import (
     fit_end_to_end,
     fit_head_on_features,
     prepare_model,
+    validation_logits,
 )
 from training.lineage import data_lineage, git_commit
 from training.params import Params, load_params
@@ -34,16 +39,27 @@ log = logging.getLogger(__name__)
 
 
 def model_config(params: Params) -> ModelConfig:
+    """The model to train; its normalisation follows from the arch (common.ml.model)."""
+    arch = params.model.arch
+    image_size = params.model.image_size or native_input_size(arch)
     return ModelConfig(
-        arch=params.model.arch,
-        image_size=params.model.image_size,
-        resize_size=params.model.resize_size,
+        arch=arch,
+        image_size=image_size,
+        resize_size=params.model.resize_size or image_size,
         dropout=params.model.dropout,
     )
 
 
-def train(params: Params, device: torch.device) -> tuple[torch.nn.Module, ModelConfig, History]:
-    """Build, initialise and fit the model; returns it with its best weights restored."""
+@dataclass
+class Trained:
+    model: torch.nn.Module  # best weights restored, eval mode
+    config: ModelConfig  # with the fitted temperature
+    history: History
+    calibration: dict[str, float]  # the temperature and the validation ECE before and after
+
+
+def train(params: Params, device: torch.device) -> Trained:
+    """Build, initialise, fit and calibrate the model."""
     seed_everything(params.train.seed)
     config = model_config(params)
     model = build_model(config)
@@ -62,16 +78,30 @@ def train(params: Params, device: torch.device) -> tuple[torch.nn.Module, ModelC
     run = FitRun(model, config, params.train, train_samples, val_samples, device)
     if from_scratch:
         fit_end_to_end(run, epochs=params.train.epochs, lr=params.train.lr, unfreeze_blocks=None)
-        return model, config, run.history
-    fit_head_on_features(run)
-    if params.train.finetune_epochs > 0:
-        fit_end_to_end(
-            run,
-            epochs=params.train.finetune_epochs,
-            lr=params.train.finetune_lr,
-            unfreeze_blocks=params.train.unfreeze_blocks,
-        )
-    return model, config, run.history
+    else:
+        fit_head_on_features(run)
+        if params.train.finetune_epochs > 0:
+            fit_end_to_end(
+                run,
+                epochs=params.train.finetune_epochs,
+                lr=params.train.finetune_lr,
+                unfreeze_blocks=params.train.unfreeze_blocks,
+            )
+    calibrated, calibration = calibrate(run)
+    return Trained(model.eval(), calibrated, run.history, calibration)
+
+
+def calibrate(run: FitRun) -> tuple[ModelConfig, dict[str, float]]:
+    """`run.config` with the temperature that minimises the validation NLL, and a report."""
+    logits, labels = validation_logits(run)
+    temperature = fit_temperature(logits, labels)
+    report = {
+        "temperature": temperature,
+        "val_ece_uncalibrated": calibration_error(logits, labels, 1.0),
+        "val_ece": calibration_error(logits, labels, temperature),
+    }
+    log.info("calibration on the validation split: %s", report)
+    return replace(run.config, temperature=temperature), report
 
 
 def main() -> None:
@@ -82,12 +112,13 @@ def main() -> None:
     started = time.perf_counter()
     lineage = {**data_lineage(), "git_commit": git_commit()}
     with registry.training_run(params, lineage) as run_id:
-        model, config, history = train(params, device)
+        trained = train(params, device)
+        history = trained.history
         wall_s = time.perf_counter() - started
         save_checkpoint(
             CHECKPOINT,
-            model,
-            config,
+            trained.model,
+            trained.config,
             {
                 "model_name": params.register_.model_name,
                 "mlflow_run_id": run_id,
@@ -99,6 +130,7 @@ def main() -> None:
         history.plot(TRAIN_CURVES)
         summary = {
             **history.best_metrics(),
+            **trained.calibration,
             "epochs_run": len(history.rows),
             "train_wall_s": round(wall_s, 1),
             "device": str(device),

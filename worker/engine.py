@@ -1,7 +1,8 @@
 """The inference engine: one loaded model on one device, batched forward passes.
 
 The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
-the caller), `common.ml.preprocessing.preprocess_batch`, the model, a softmax.
+the caller), `common.ml.preprocessing.preprocess_batch`, the model, and the softmax at the
+checkpoint's temperature (`common.ml.calibration.calibrated_probabilities`).
 """
 
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from common.ml.calibration import calibrated_probabilities
 from common.ml.loading import LoadedModel
 from common.ml.preprocessing import preprocess_batch
 from common.wire import Classification, ModelRef
@@ -30,7 +32,8 @@ class InferenceEngine:
         for start in range(0, len(images), self.batch_size):
             batch = preprocess_batch(images[start : start + self.batch_size], self.loaded.config)
             logits = self.loaded.model(batch.to(self.device))  # (B, C)
-            probabilities = torch.softmax(logits.float(), dim=1).cpu().tolist()  # (B, C)
+            temperature = self.loaded.config.temperature
+            probabilities = calibrated_probabilities(logits, temperature).cpu().tolist()  # (B, C)
             predictions += [self._prediction(row) for row in probabilities]
         return predictions
 

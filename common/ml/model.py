@@ -1,10 +1,12 @@
 """Model definitions. The architecture travels inside every checkpoint as a `ModelConfig`,
-so loading never guesses sizes, normalisation or class order.
+so loading never guesses sizes, normalisation, class order or calibration.
 
-Two architectures:
+Architectures:
 - `simple_cnn`: a small CNN trained from scratch (the baseline).
-- `efficientnet_lite0`: EfficientNet-Lite0 (no squeeze-excite, ReLU6, fixed stem and head),
-  initialised from ImageNet weights and fine-tuned (the transfer model).
+- `efficientnet_lite0`, `efficientnet_lite1`, `efficientnet_lite2`: EfficientNet-Lite (no
+  squeeze-excite, ReLU6, fixed stem and head), one builder over the family's stage table,
+  initialised from ImageNet weights (the transfer models).
+- `torchvision:<name>`: any torchvision classifier with its last linear layer replaced.
 """
 
 import math
@@ -17,17 +19,51 @@ from torch import nn
 
 from common.labels import CLASSES
 
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class InputNormalisation:
+    """Per-channel mean and std applied to pixels scaled to [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# torchvision's pretrained weights (and our from-scratch baseline) use ImageNet's statistics.
+IMAGENET_STATISTICS = InputNormalisation((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The EfficientNet-Lite weights were trained on (x * 255 - 127) / 128, i.e. [-1, 1]: that is
+# x in [0, 1] normalised with mean 127/255 and std 128/255 on every channel.
+SIGNED_UNIT_RANGE = InputNormalisation((127 / 255,) * 3, (128 / 255,) * 3)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "efficientnet_lite0"
     image_size: int = 224
     resize_size: int = 224
-    # ImageNet statistics: every backbone here was pretrained with them.
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Left empty, these become the input convention of the arch's pretrained weights
+    # (`input_normalisation`). A checkpoint records the values it was trained with, so an old
+    # checkpoint keeps its own normalisation.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     classes: tuple[str, ...] = CLASSES
     dropout: float = 0.2
+    # Softmax temperature fitted on the validation split after training (common.ml.calibration);
+    # 1.0, what a checkpoint without one means, leaves the logits as they are.
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        family = input_normalisation(self.arch)
+        # object.__setattr__: the documented way to fill a field of a frozen dataclass.
+        if not self.mean:
+            object.__setattr__(self, "mean", family.mean)
+        if not self.std:
+            object.__setattr__(self, "std", family.std)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need one value per RGB channel: {self.mean} {self.std}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, not {self.temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,31 +152,44 @@ class MBConvBlock(nn.Module):
         return out + x if self.skip else out
 
 
-# (kernel, stride, expand ratio, output channels, repeats) per stage, as in EfficientNet-B0.
-_LITE0_STAGES = (
-    (3, 1, 1, 16, 1),
-    (3, 2, 6, 24, 2),
-    (5, 2, 6, 40, 2),
-    (3, 2, 6, 80, 3),
-    (5, 1, 6, 112, 3),
-    (5, 2, 6, 192, 4),
-    (3, 1, 6, 320, 1),
-)
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the EfficientNet-Lite family: its stage widths and depths and the input
+    size its ImageNet weights were trained at."""
+
+    channels: tuple[int, ...]  # output channels per stage
+    repeats: tuple[int, ...]  # blocks per stage
+    input_size: int
 
 
-class EfficientNetLite0(nn.Module):
-    """Parameter names match the published `efficientnet-lite0` state dict, so ImageNet
-    weights load with `strict=True` except for the replaced classifier."""
+# (kernel, stride, expand ratio) per stage, shared by the whole family (EfficientNet-B0's).
+LITE_STAGE_SHAPES = ((3, 1, 1), (3, 2, 6), (5, 2, 6), (3, 2, 6), (5, 1, 6), (5, 2, 6), (3, 1, 6))
+# The variants scale B0's widths and depths (width/depth coefficients 1.0/1.0, 1.0/1.1,
+# 1.1/1.2) but keep the stem (32), the head (1280) and the first and last stage's depth fixed.
+# Widths and repeats here were read from each package's state dict (blocks per stage from the
+# `_blocks.N` keys, widths from the project-conv shapes); loading strictly checks them.
+LITE_VARIANTS = {
+    "efficientnet_lite0": LiteVariant((16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1), 224),
+    "efficientnet_lite1": LiteVariant((16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1), 240),
+    "efficientnet_lite2": LiteVariant((16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1), 260),
+}
+LITE_STEM, LITE_HEAD = 32, 1280
 
-    feature_dim = 1280
 
-    def __init__(self, num_classes: int, dropout: float):
+class EfficientNetLite(nn.Module):
+    """Any Lite variant, built from its stage table. Parameter names match the published
+    state dicts, so ImageNet weights load strictly except for the replaced classifier."""
+
+    feature_dim = LITE_HEAD
+
+    def __init__(self, variant: LiteVariant, num_classes: int, dropout: float):
         super().__init__()
-        self._conv_stem = SamePadConv2d(3, 32, 3, 2, bias=False)
-        self._bn0 = _bn(32)
+        self._conv_stem = SamePadConv2d(3, LITE_STEM, 3, 2, bias=False)
+        self._bn0 = _bn(LITE_STEM)
         blocks: list[nn.Module] = []
-        in_ch = 32
-        for kernel, stride, expand, out_ch, repeats in _LITE0_STAGES:
+        in_ch = LITE_STEM
+        stages = zip(LITE_STAGE_SHAPES, variant.channels, variant.repeats, strict=True)
+        for (kernel, stride, expand), out_ch, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
                 in_ch = out_ch
@@ -195,8 +244,19 @@ def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     return found
 
 
-TORCHVISION_PREFIX = "torchvision:"
-ARCHITECTURES = ("simple_cnn", "efficientnet_lite0", f"{TORCHVISION_PREFIX}<name>")
+ARCHITECTURES = ("simple_cnn", *LITE_VARIANTS, f"{TORCHVISION_PREFIX}<name>")
+
+
+def input_normalisation(arch: str) -> InputNormalisation:
+    """The input convention `arch`'s pretrained weights were trained with: the one place that
+    states it per backbone family."""
+    return SIGNED_UNIT_RANGE if arch in LITE_VARIANTS else IMAGENET_STATISTICS
+
+
+def native_input_size(arch: str) -> int:
+    """The image size `arch`'s pretrained weights were trained at (224 outside the Lite family,
+    torchvision's classification size)."""
+    return LITE_VARIANTS[arch].input_size if arch in LITE_VARIANTS else 224
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -204,8 +264,8 @@ def build_model(config: ModelConfig) -> nn.Module:
     num_classes = len(config.classes)
     if config.arch == "simple_cnn":
         return SimpleCNN(num_classes, config.dropout)
-    if config.arch == "efficientnet_lite0":
-        return EfficientNetLite0(num_classes, config.dropout)
+    if config.arch in LITE_VARIANTS:
+        return EfficientNetLite(LITE_VARIANTS[config.arch], num_classes, config.dropout)
     if config.arch.startswith(TORCHVISION_PREFIX):
         return TorchvisionClassifier(
             config.arch.removeprefix(TORCHVISION_PREFIX), num_classes, config.dropout

@@ -22,7 +22,7 @@ def test_eval_preprocessing_output_shape_and_normalisation() -> None:
     batch = _serving_tensor(KAGGLE / "cat.0.jpg", config)
     assert batch.shape == (3, 96, 96)
     assert batch.dtype == torch.float32
-    # Normalised with ImageNet statistics: values sit around zero, not in [0, 1].
+    # Normalised: values sit around zero, not in [0, 1].
     assert batch.min() < 0 < batch.max()
 
 

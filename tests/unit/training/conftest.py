@@ -2,14 +2,17 @@
 unusual files made from them in tmp_path. Nothing is written outside tmp_path."""
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from common.labels import CLASSES
 from tests.conftest import PETIMAGES
 from tests.images import encode, png_declaring
+from training.dataset import Sample
 
 # A byte-identical pair documented in the shared data README.
 DUPLICATE_PAIR = ("Cat/3411.jpg", "Cat/4435.jpg")
@@ -20,6 +23,25 @@ def petimages() -> Path:
     if not PETIMAGES.is_dir():
         pytest.skip(f"shared test photos not found at {PETIMAGES}")
     return PETIMAGES
+
+
+@pytest.fixture(scope="module")
+def two_threads() -> Iterator[None]:
+    # The suite shares a 2-core machine; restore whatever the process had.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def labelled_samples(petimages: Path) -> Callable[[range], list[Sample]]:
+    """Training samples of both classes: the petimages photos numbered `numbers`."""
+    return lambda numbers: [
+        Sample(petimages / label.capitalize() / f"{n}.jpg", index, "")
+        for index, label in enumerate(CLASSES)
+        for n in numbers
+    ]
 
 
 @pytest.fixture(scope="session")

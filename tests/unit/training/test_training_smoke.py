@@ -1,13 +1,10 @@
 """Training smoke test: on real photos, the training loop the train stage runs makes the loss
 fall. A broken optimiser, a detached head or labels shuffled against their photos all fail it."""
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 import torch
 
-from common.labels import CLASSES
 from common.ml.model import ModelConfig, build_model
 from training.backbones import load_pretrained_backbone
 from training.dataset import Sample
@@ -18,25 +15,8 @@ from training.runtime import seed_everything
 STEPS = 10  # head epochs; the whole training set is one batch, so one step each
 
 
-@pytest.fixture
-def two_threads() -> Iterator[None]:
-    # The suite shares a 2-core machine; restore whatever the process had.
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def _samples(petimages: Path, numbers: range) -> list[Sample]:
-    return [
-        Sample(petimages / label.capitalize() / f"{n}.jpg", index, "")
-        for index, label in enumerate(CLASSES)
-        for n in numbers
-    ]
-
-
 def test_fitting_the_head_on_real_photos_lowers_the_loss(
-    petimages: Path, two_threads: None
+    labelled_samples: Callable[[range], list[Sample]], two_threads: None
 ) -> None:
     seed_everything(0)
     config = ModelConfig(image_size=64, resize_size=64)
@@ -54,8 +34,8 @@ def test_fitting_the_head_on_real_photos_lowers_the_loss(
         model,
         config,
         params,
-        _samples(petimages, range(100, 124)),
-        _samples(petimages, range(200, 208)),
+        labelled_samples(range(100, 124)),
+        labelled_samples(range(200, 208)),
         torch.device("cpu"),
     )
 

@@ -48,3 +48,40 @@ def test_warm_up_runs_and_names_the_model(loaded: LoadedModel) -> None:
     engine.warm_up()
     assert engine.model == ModelRef("catdog", "7")
     assert engine.predict([]) == []
+
+
+def test_a_checkpoint_with_a_temperature_serves_what_evaluation_scores(
+    tmp_path: Path, cat_photo: Path, dog_photo: Path
+) -> None:
+    """Saved with T = 2.5 and loaded the way a worker loads a file, the model serves
+    softmax(logits / 2.5): the probabilities training.evaluate scores for the same files."""
+    from common.imaging import decode_image
+    from common.ml.calibration import calibrated_probabilities
+    from common.ml.checkpoint import save_checkpoint
+    from common.ml.loading import load_model
+    from training.dataset import Sample
+    from training.evaluate import predict_logits
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="simple_cnn", image_size=64, resize_size=64, temperature=2.5)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head[1].bias.copy_(torch.tensor([2.0, -2.0]))  # confident: p(cat) ~0.98 at T = 1
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, config)
+    loaded = load_model(str(path), tracking_uri="unused-for-a-file", device="cpu")
+    photos = [cat_photo, dog_photo]
+
+    served = InferenceEngine(loaded, "cpu", batch_size=2).predict(
+        [decode_image(p.read_bytes()).image for p in photos]
+    )
+
+    samples = [Sample(p, 0, "") for p in photos]
+    logits, _ = predict_logits(loaded.model, loaded.config, samples, torch.device("cpu"), 2, 0)
+    evaluated = calibrated_probabilities(logits, loaded.config.temperature)
+    uncalibrated = torch.softmax(logits, dim=1)
+    for prediction, calibrated, raw in zip(served, evaluated, uncalibrated, strict=True):
+        assert list(prediction.probabilities.values()) == pytest.approx(
+            calibrated.tolist(), abs=1e-6
+        )
+        assert list(prediction.probabilities.values()) != pytest.approx(raw.tolist(), abs=0.05)
