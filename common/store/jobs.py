@@ -128,14 +128,15 @@ class Completion:
 
 # --- Lua scripts -------------------------------------------------------------------------
 
-# `status` (a local) is one of TERMINAL: written from the enum, so it is spelled once.
-_ENDED = " or ".join(f"status == '{s.value}'" for s in sorted(TERMINAL))
+# A Lua condition: the local `status` is one of TERMINAL. Written from the enum, so it is
+# spelled once; the limits scripts use it too.
+LUA_ENDED = " or ".join(f"status == '{s.value}'" for s in sorted(TERMINAL))
 
 # KEYS: meta, results. ARGV: now, then (index, ok 1|0, json) per item.
 _COMPLETE = script(f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {{0, 0, 0}} end
-if {_ENDED} then return {{0, 0, 0}} end
+if {LUA_ENDED} then return {{0, 0, 0}} end
 if status == '{JobStatus.QUEUED}' then
   redis.call('HSET', KEYS[1], 'status', '{JobStatus.RUNNING}', 'started_at', ARGV[1])
 end

@@ -11,17 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.store import keys
+from common.store.jobs import LUA_ENDED
 from common.store.ops import Op, script, text
-from common.wire import TERMINAL
-
-_ENDED = " or ".join(f"status == '{s.value}'" for s in sorted(TERMINAL))
 
 # KEYS: owner jobs set, owner bytes hash. ARGV: job key prefix, job id, bytes, max jobs,
 # max bytes. Returns 'ok', 'too_many_jobs' or 'byte_budget' (with the bytes already held).
 _RESERVE = script(f"""
 for _, job in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local status = redis.call('HGET', ARGV[1] .. job, 'status')
-  if (not status) or {_ENDED} then
+  if (not status) or {LUA_ENDED} then
     redis.call('SREM', KEYS[1], job)
     redis.call('HDEL', KEYS[2], job)
   end
