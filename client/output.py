@@ -13,6 +13,7 @@ COLUMNS = [
     "label",
     "probability",
     *[f"p_{c}" for c in CLASSES],
+    "pet_detected",
     "model_version",
     "error",
 ]
@@ -30,6 +31,7 @@ def row(filename: str, result: dict[str, Any] | None, error: str | None = None) 
         "label": result.get("label"),
         "probability": result.get("probability"),
         **{f"p_{c}": probabilities.get(c) for c in CLASSES},
+        "pet_detected": result.get("pet_detected"),
         "model_version": (result.get("model") or {}).get("version"),
         "error": error,
     }

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     # Worker runtime.
     batch_size: int = Field(default=32, gt=0)
+    # The pet probability below which an answer says `pet_detected: false` ("not a cat or
+    # dog"); unset, the threshold the checkpoint was trained with (common.ml.open_set).
+    pet_threshold: float | None = Field(default=None, ge=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Torch threads per model-owning worker process on CPU; 0: the cores divided among them.
     worker_threads: int = Field(default=0, ge=0)

@@ -78,6 +78,13 @@ class Classification(Wire):
     label: str
     probability: float = Field(ge=0, le=1, description="Probability of `label`")
     probabilities: dict[str, float] = Field(description="Probability of each class")
+    # The open-set signal (common.ml.open_set); None from a model that has none.
+    pet_probability: float | None = Field(
+        default=None, ge=0, le=1, description="How much the photo looks like a cat or a dog"
+    )
+    pet_detected: bool | None = Field(
+        default=None, description="False: probably not a cat or a dog; null: model cannot tell"
+    )
     model: ModelRef
 
 

@@ -36,6 +36,14 @@ class PredictResponse(BaseModel):
     label: Literal["cat", "dog"] | str = Field(description="The more probable class")
     probability: float = Field(ge=0, le=1, description="Probability of `label`")
     probabilities: dict[str, float] = Field(description="Probability of each class")
+    pet_probability: float | None = Field(
+        default=None, description="How much the photo looks like a cat or a dog at all"
+    )
+    pet_detected: bool | None = Field(
+        default=None,
+        description="False: probably not a cat or a dog (a banner, another animal); null: the "
+        "model has no such signal",
+    )
     model: ModelRef
     prediction_id: str = Field(description="Names this answer in POST /feedback")
     request_id: str
@@ -49,6 +57,8 @@ class PredictResponse(BaseModel):
                     "label": "dog",
                     "probability": 0.973,
                     "probabilities": {"cat": 0.027, "dog": 0.973},
+                    "pet_probability": 0.991,
+                    "pet_detected": True,
                     "model": {"name": "catdog", "version": "3"},
                     "prediction_id": "0b7e4a6c1f2d4e8a9c3b5d7f9e1a2c4b",
                     "request_id": "9f1c2d3e4b5a",
@@ -88,6 +98,8 @@ class JobItem(BaseModel):
     label: str | None = None
     probability: float | None = None
     probabilities: dict[str, float] | None = None
+    pet_probability: float | None = None
+    pet_detected: bool | None = None
     model: ModelRef | None = None
     error: ItemError | None = None
 
@@ -107,6 +119,8 @@ class JobItem(BaseModel):
             label=found.label,
             probability=found.probability,
             probabilities=found.probabilities,
+            pet_probability=found.pet_probability,
+            pet_detected=found.pet_detected,
             model=found.model,
         )
 

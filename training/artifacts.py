@@ -6,6 +6,7 @@ Paths are relative to the repository root, the working directory of every DVC st
 
 from pathlib import Path
 
+LABEL_OVERRIDES = Path("data/label_overrides.csv")  # a person's review (git), read by ingest
 RAW_DIR = Path("data/raw")  # ingest
 VALIDATED_DIR = Path("data/validated")  # validate
 QUARANTINE_DIR = Path("data/quarantine")  # validate
@@ -23,3 +24,7 @@ EVAL_METRICS = Path("metrics/eval.json")  # evaluate
 EVAL_PLOTS_DIR = Path("plots/eval")
 
 PROMOTION_FILE = Path("metrics/promotion.json")  # register
+
+TRAIN_FEATURES = Path("models/train_features.pt")  # train: frozen features the audit reads
+AUDIT_DIR = Path("reports/label_audit")  # audit: suspects.csv and contact_sheet.png
+AUDIT_METRICS = Path("metrics/audit.json")

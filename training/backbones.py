@@ -45,9 +45,16 @@ def lite_weights_file(arch: str) -> Path:
 def _load_lite(model: nn.Module, arch: str) -> None:
     path = lite_weights_file(arch)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    # Every backbone tensor must fit exactly; only the ImageNet classifier (1000 classes) is
-    # replaced by ours (2 classes).
+    # Every backbone tensor must fit exactly; the ImageNet classifier (1000 classes) is
+    # replaced by ours (2 classes) and, where the model keeps one, becomes its ImageNet head
+    # (common.ml.open_set).
     backbone_state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+    if getattr(model, "imagenet_head", None) is not None:
+        backbone_state |= {
+            f"imagenet_head.{k.removeprefix('_fc.')}": v
+            for k, v in state.items()
+            if k.startswith("_fc.")
+        }
     try:
         missing, unexpected = model.load_state_dict(backbone_state, strict=False)
     except RuntimeError as exc:  # a shape mismatch: the stage table disagrees with the weights

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from common import classification
 from common.classification import Scored
@@ -29,6 +28,7 @@ from common.ml.preprocessing import eval_transform
 from training import registry
 from training.artifacts import CHECKPOINT, EVAL_METRICS, EVAL_PLOTS_DIR, RUN_FILE
 from training.dataset import ImageDataset, Sample, read_split
+from training.fitting import predict_outputs
 from training.params import load_params
 from training.runtime import pick_device, use_all_cores
 from training.sources import scan_source
@@ -36,27 +36,22 @@ from training.sources import scan_source
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def predict_logits(
     model: torch.nn.Module,
     config: ModelConfig,
     samples: list[Sample],
     device: torch.device,
-    batch_size: int = 64,
+    batch_size: int,
     num_workers: int = 2,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) float32 and true labels (N,), through the serving preprocessing."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits (N, C), true labels (N,) and pet probabilities (N,) or None, through the
+    serving preprocessing."""
     loader = DataLoader(
         ImageDataset(samples, eval_transform(config)),
         batch_size=batch_size,
         num_workers=num_workers,
     )
-    model.eval().to(device)
-    logits, labels = [], []
-    for images, targets in tqdm(loader, desc="evaluating", unit="batch"):
-        logits.append(model(images.to(device)).float().cpu())
-        labels.append(targets)
-    return torch.cat(logits), torch.cat(labels)
+    return predict_outputs(model, loader, device, desc="evaluating")
 
 
 def write_report(
@@ -66,10 +61,12 @@ def write_report(
     samples: list[Sample],
     out_dir: Path,
     metrics_file: Path,
+    open_set: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[dict[str, float], list[Path]]:
     """metrics.json, the PNG plots and the CSVs `dvc plots` read, of the probabilities served
     at `temperature`, plus the ECE and reliability diagram at T = 1; returns the metrics and
-    the files written."""
+    the files written. `open_set` (pet probabilities, threshold) adds `pet_flagged`: the share
+    of these photos, all real cats and dogs, that the "not a cat or dog" flag would catch."""
     scored = scored_at(labels, logits, temperature)
     uncalibrated = scored_at(labels, logits, 1.0)
     metrics = classification.classification_metrics(scored)
@@ -77,6 +74,12 @@ def write_report(
         "temperature": temperature,
         "ece_uncalibrated": classification.expected_calibration_error(uncalibrated),
     }
+    if open_set is not None:
+        pets, threshold = open_set
+        metrics |= {
+            "pet_threshold": threshold,
+            "pet_flagged": float((pets < threshold).float().mean()),
+        }
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,24 +139,31 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     device = pick_device()
     model, config, _ = load_checkpoint(args.checkpoint, map_location=device)
+
+    def report(
+        samples: list[Sample], out_dir: Path, metrics_file: Path
+    ) -> tuple[dict[str, float], list[Path]]:
+        logits, labels, pets = predict_logits(
+            model,
+            config,
+            samples,
+            device,
+            params.train.inference_batch_size,
+            params.train.num_workers,
+        )
+        open_set = None
+        if pets is not None and config.pet_threshold is not None:
+            open_set = (pets, config.pet_threshold)
+        return write_report(
+            labels, logits, config.temperature, samples, out_dir, metrics_file, open_set
+        )
+
     if args.data is not None:
-        samples = _folder_samples(args.data)
         out = args.out or Path("reports") / f"eval-{args.data.resolve().name}"
-        logits, labels = predict_logits(
-            model, config, samples, device, num_workers=params.train.num_workers
-        )
-        metrics, _ = write_report(
-            labels, logits, config.temperature, samples, out, out / "metrics.json"
-        )
+        metrics, _ = report(_folder_samples(args.data), out, out / "metrics.json")
         print(json.dumps(metrics, indent=2))
         return
-    samples = read_split("test")
-    logits, labels = predict_logits(
-        model, config, samples, device, num_workers=params.train.num_workers
-    )
-    metrics, files = write_report(
-        labels, logits, config.temperature, samples, EVAL_PLOTS_DIR, EVAL_METRICS
-    )
+    metrics, files = report(read_split("test"), EVAL_PLOTS_DIR, EVAL_METRICS)
     with registry.resume_run(RUN_FILE):
         registry.log_evaluation(metrics, files)
     log.info("test metrics: %s", json.dumps(metrics))

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from common.ml.model import EfficientNetLite, ModelConfig
+from common.ml.open_set import classify, pet_probability
 from common.ml.preprocessing import AugmentationParams, eval_transform, train_transform
 from training import registry
 from training.dataset import ImageDataset, Sample
@@ -92,6 +93,8 @@ class FitRun:
     # Frozen-backbone features of the plain validation set (N, D) and labels (N,), while they
     # still describe the backbone: phase 1 sets them, end-to-end training clears them.
     val_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The plain view's training features (N, D) and labels, for the label audit.
+    train_features: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class EarlyStopping:
@@ -123,10 +126,12 @@ def _augmentation(params: TrainParams) -> AugmentationParams:
 def _loader(
     samples: list[Sample], transform: Any, params: TrainParams, shuffle: bool, seed: int
 ) -> DataLoader[tuple[torch.Tensor, int]]:
+    """Training batches when shuffled; otherwise (features, validation) forward passes
+    without gradients, at the batch size that is fastest for those on this hardware."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         ImageDataset(samples, transform),
-        batch_size=params.batch_size,
+        batch_size=params.batch_size if shuffle else params.inference_batch_size,
         shuffle=shuffle,
         num_workers=params.num_workers,
         generator=generator,
@@ -219,6 +224,8 @@ def fit_head_on_features(run: FitRun) -> None:
     """Phase 1: backbone frozen, so its features are computed once and only the classifier
     trains, for many cheap epochs."""
     x_train, y_train, x_val, y_val = _cached_features(run)
+    plain = len(run.train_samples)  # the plain view comes first
+    run.train_features = (x_train[:plain], y_train[:plain])
     model, cfg, device, history = run.model, run.cfg, run.device, run.history
     head = nn.Sequential(model._dropout, model._fc)  # type: ignore[arg-type]
     head.to(device)
@@ -321,39 +328,49 @@ def _train_mode(model: nn.Module) -> None:
             module.eval()
 
 
-@torch.no_grad()
-def _predict_logits(
-    model: nn.Module, loader: DataLoader[Any], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) float32 and labels (N,) for every image of `loader`, on the CPU."""
-    model.eval()
-    logits, labels = [], []
-    for images, targets in loader:
+@torch.inference_mode()
+def predict_outputs(
+    model: nn.Module, loader: DataLoader[Any], device: torch.device, desc: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits (N, C) float32, labels (N,) and pet probabilities (N,) or None for every image
+    of `loader`, on the CPU; `desc` shows a progress bar."""
+    model.eval().to(device)
+    logits, labels, pets = [], [], []
+    batches = loader if desc is None else tqdm(loader, desc=desc, unit="batch")
+    for images, targets in batches:
         with _autocast(device):
-            logits.append(model(_to_device(images, device)).float().cpu())
+            batch_logits, batch_pets = classify(model, _to_device(images, device))
+        logits.append(batch_logits.float().cpu())
         labels.append(targets)
-    return torch.cat(logits), torch.cat(labels)
+        if batch_pets is not None:
+            pets.append(batch_pets.float().cpu())
+    return torch.cat(logits), torch.cat(labels), torch.cat(pets) if pets else None
 
 
 def _evaluate(
     model: nn.Module, loader: DataLoader[Any], device: torch.device
 ) -> tuple[float, float]:
-    logits, labels = _predict_logits(model, loader, device)
+    logits, labels, _ = predict_outputs(model, loader, device)
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return F.cross_entropy(logits, labels).item(), accuracy
 
 
 @torch.no_grad()
-def validation_logits(run: FitRun) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fitted model's logits (N, C) on the plain validation set, and its labels (N,):
-    through the head alone when phase 1's cached features still describe the backbone (the
-    same numbers, dropout being off in eval mode), else one pass over the images."""
-    run.model.eval()
+def validation_logits(run: FitRun) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The fitted model's logits (N, C) on the plain validation set, its labels (N,) and the
+    pet probability (N,) or None (common.ml.open_set.classify): through the heads alone when
+    phase 1's cached features still describe the backbone (the same numbers, dropout being
+    off in eval mode), else one pass over the images."""
+    model = run.model.eval()
     if run.val_features is not None:
         features, labels = run.val_features
-        return run.model._fc(features.to(run.device)).float().cpu(), labels  # type: ignore[operator]
+        features = features.to(run.device)
+        logits = model._fc(features).float().cpu()  # type: ignore[operator]
+        imagenet_head = getattr(model, "imagenet_head", None)
+        pets = None if imagenet_head is None else pet_probability(imagenet_head(features)).cpu()
+        return logits, labels, pets
     loader = _loader(run.val_samples, eval_transform(run.config), run.cfg, False, run.cfg.seed)
-    return _predict_logits(run.model, loader, run.device)
+    return predict_outputs(run.model, loader, run.device)
 
 
 def fit_end_to_end(

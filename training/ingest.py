@@ -1,8 +1,10 @@
 """Stage 1: copy labelled photos from a source into `data/raw/<label>/`.
 
 The source is the Kaggle "Cat and Dog" set (downloaded with kagglehub) or any local folder,
-read by training.sources (labels from class folders or Kaggle file names). Nothing is decoded here: a broken file is copied like any other, and
-validation decides what is bad. Run as `python -m training.ingest`.
+read by training.sources (labels from class folders or Kaggle file names), with a person's
+corrections from `data/label_overrides.csv` applied (training.overrides). Nothing is decoded
+here: a broken file is copied like any other, and validation decides what is bad. Run as
+`python -m training.ingest`.
 """
 
 import logging
@@ -20,8 +22,9 @@ from common.errors import DataSourceError
 from common.labels import CLASSES, cap_per_class
 from common.logging_setup import configure_logging
 from common.settings import get_settings
-from training.artifacts import RAW_DIR
+from training.artifacts import LABEL_OVERRIDES, RAW_DIR
 from training.manifest import write_json
+from training.overrides import apply_overrides, read_overrides
 from training.params import DataParams, load_params
 from training.sources import HOW_TO_USE_A_FOLDER, SourceFile, scan_source
 
@@ -39,6 +42,8 @@ class IngestReport:
     max_per_class: int
     skipped: list[dict[str, str]]
     hidden_ignored: int
+    relabelled: list[dict[str, str]]
+    excluded: list[dict[str, str]]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +55,8 @@ class IngestReport:
             "skipped": self.skipped,
             "skipped_count": len(self.skipped),
             "hidden_ignored": self.hidden_ignored,
+            "relabelled": self.relabelled,
+            "excluded": self.excluded,
         }
 
 
@@ -66,9 +73,15 @@ def destination_names(files: list[SourceFile]) -> list[str]:
 
 
 def ingest(
-    source: Path, out_dir: Path, *, max_per_class: int = 0, source_name: str | None = None
+    source: Path,
+    out_dir: Path,
+    *,
+    max_per_class: int = 0,
+    source_name: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> IngestReport:
-    """Rebuild `out_dir` from scratch with copies of every labelled file under `source`."""
+    """Rebuild `out_dir` from scratch with copies of every labelled file under `source`,
+    relabelled or left out as `overrides` (sha256 -> label or "exclude") say."""
     if _is_within(source, out_dir):
         raise DataSourceError(
             f"the data folder {source} lies inside {out_dir}, which every ingest run deletes; "
@@ -80,15 +93,18 @@ def ingest(
             f"no labelled images found under {source} ({len(scan.skipped)} files without a "
             f"cat/dog label); {HOW_TO_USE_A_FOLDER}"
         )
-    chosen = cap_per_class(scan.files, max_per_class)
+    applied = apply_overrides(scan.files, overrides or {})
+    chosen = cap_per_class(applied.files, max_per_class)
     _copy_all(chosen, out_dir)
     report = IngestReport(
         source=source_name or str(source),
         counts={label: sum(f.label == label for f in chosen) for label in CLASSES},
-        available={label: sum(f.label == label for f in scan.files) for label in CLASSES},
+        available={label: sum(f.label == label for f in applied.files) for label in CLASSES},
         max_per_class=max_per_class,
         skipped=scan.skipped,
         hidden_ignored=scan.hidden,
+        relabelled=applied.relabelled,
+        excluded=applied.excluded,
     )
     write_json(out_dir / REPORT_NAME, report.to_json())
     return report
@@ -139,13 +155,20 @@ def main() -> int:
         source = resolve_source(params.data)
         logger.info("ingesting from %s", source)
         report = ingest(
-            source, RAW_DIR, max_per_class=params.data.max_per_class, source_name=params.data.source
+            source,
+            RAW_DIR,
+            max_per_class=params.data.max_per_class,
+            source_name=params.data.source,
+            overrides=read_overrides(LABEL_OVERRIDES),
         )
     except DataSourceError as exc:
         print(f"ingest failed: {exc.message}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{n} {label}" for label, n in report.counts.items())
-    print(f"ingest: {counts} -> {RAW_DIR} ({len(report.skipped)} skipped)")
+    print(
+        f"ingest: {counts} -> {RAW_DIR} ({len(report.skipped)} skipped; label overrides: "
+        f"{len(report.relabelled)} relabelled, {len(report.excluded)} excluded)"
+    )
     return 0
 
 

@@ -51,6 +51,7 @@ class AugmentationConfig(_Strict):
 class TrainParams(_Strict):
     seed: int = 42
     batch_size: int = Field(default=64, gt=0)
+    inference_batch_size: int = Field(default=4, gt=0)
     num_workers: int = Field(default=2, ge=0)
     optimizer: str = "adamw"
     lr: float = Field(default=1e-3, gt=0)
@@ -64,6 +65,7 @@ class TrainParams(_Strict):
     finetune_lr: float = Field(default=1e-4, gt=0)
     unfreeze_blocks: int = Field(default=2, ge=0)
     epochs: int = Field(default=10, ge=1)
+    pet_flag_rate: float = Field(default=0.01, ge=0, lt=1)
     augmentation: AugmentationConfig = AugmentationConfig()
 
 

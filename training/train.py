@@ -12,17 +12,26 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
 from common.logging_setup import configure_logging
 from common.ml.calibration import calibration_error, fit_temperature
 from common.ml.checkpoint import save_checkpoint
-from common.ml.model import ModelConfig, build_model, native_input_size
+from common.ml.model import LITE_VARIANTS, ModelConfig, build_model, native_input_size
+from common.ml.open_set import threshold_for_flag_rate
 from training import registry
-from training.artifacts import CHECKPOINT, RUN_FILE, TRAIN_CURVES, TRAIN_HISTORY, TRAIN_METRICS
+from training.artifacts import (
+    CHECKPOINT,
+    RUN_FILE,
+    TRAIN_CURVES,
+    TRAIN_FEATURES,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+)
 from training.backbones import load_pretrained_backbone
-from training.dataset import read_split
+from training.dataset import Sample, read_split
 from training.fitting import (
     FitRun,
     History,
@@ -47,6 +56,8 @@ def model_config(params: Params) -> ModelConfig:
         image_size=image_size,
         resize_size=params.model.resize_size or image_size,
         dropout=params.model.dropout,
+        # Only ImageNet-trained Lite weights bring the classifier the open-set signal reads.
+        imagenet_head=params.model.pretrained and arch in LITE_VARIANTS,
     )
 
 
@@ -55,7 +66,9 @@ class Trained:
     model: torch.nn.Module  # best weights restored, eval mode
     config: ModelConfig  # with the fitted temperature
     history: History
-    calibration: dict[str, float]  # the temperature and the validation ECE before and after
+    train_features: dict[str, Any]  # what training.audit reads (empty for end-to-end models)
+    # The temperature, the validation ECE before and after, and the pet threshold.
+    calibration: dict[str, float]
 
 
 def train(params: Params, device: torch.device) -> Trained:
@@ -87,21 +100,44 @@ def train(params: Params, device: torch.device) -> Trained:
                 lr=params.train.finetune_lr,
                 unfreeze_blocks=params.train.unfreeze_blocks,
             )
-    calibrated, calibration = calibrate(run)
-    return Trained(model.eval(), calibrated, run.history, calibration)
+    calibrated, calibration = calibrate(run, params.train.pet_flag_rate)
+    return Trained(
+        model.eval(), calibrated, run.history, audit_features(run, train_samples), calibration
+    )
 
 
-def calibrate(run: FitRun) -> tuple[ModelConfig, dict[str, float]]:
-    """`run.config` with the temperature that minimises the validation NLL, and a report."""
-    logits, labels = validation_logits(run)
+def audit_features(run: FitRun, samples: list[Sample]) -> dict[str, Any]:
+    """Phase 1's frozen features of the plain training photos, with their labels, paths and
+    hashes; empty when the model trained end to end and so kept no features."""
+    features, labels = run.train_features or (torch.empty(0, 0), torch.empty(0, dtype=torch.long))
+    kept = samples if len(labels) else []
+    return {
+        "features": features,
+        "labels": labels,
+        "paths": [str(s.path) for s in kept],
+        "sha256": [s.sha256 for s in kept],
+    }
+
+
+def calibrate(run: FitRun, pet_flag_rate: float) -> tuple[ModelConfig, dict[str, float]]:
+    """`run.config` with the temperature that minimises the validation NLL and, for a model
+    with an ImageNet head, the pet threshold that flags `pet_flag_rate` of the validation
+    photos (all real cats and dogs); and a report of both."""
+    logits, labels, pet_probabilities = validation_logits(run)
     temperature = fit_temperature(logits, labels)
     report = {
         "temperature": temperature,
         "val_ece_uncalibrated": calibration_error(logits, labels, 1.0),
         "val_ece": calibration_error(logits, labels, temperature),
     }
+    config = replace(run.config, temperature=temperature)
+    if pet_probabilities is not None:
+        threshold = threshold_for_flag_rate(pet_probabilities, pet_flag_rate)
+        report["pet_threshold"] = threshold
+        report["val_pet_flagged"] = float((pet_probabilities < threshold).float().mean())
+        config = replace(config, pet_threshold=threshold)
     log.info("calibration on the validation split: %s", report)
-    return replace(run.config, temperature=temperature), report
+    return config, report
 
 
 def main() -> None:
@@ -126,6 +162,7 @@ def main() -> None:
                 "best_epoch": history.best_epoch,
             },
         )
+        torch.save(trained.train_features, TRAIN_FEATURES)
         history.write_csv(TRAIN_HISTORY)
         history.plot(TRAIN_CURVES)
         summary = {

@@ -156,7 +156,9 @@ class ModelHost:
             loaded = load_model(
                 self.settings.model_uri, self.settings.mlflow_tracking_uri, self.device
             )
-            engine = InferenceEngine(loaded, self.device, self.settings.batch_size)
+            engine = InferenceEngine(
+                loaded, self.device, self.settings.batch_size, self.settings.pet_threshold
+            )
             engine.warm_up()
         except Exception as exc:
             metrics.observe_model_load(time.perf_counter() - started, ok=False)

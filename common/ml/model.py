@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.labels import CLASSES
+from common.ml.open_set import IMAGENET_CLASS_COUNT
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -52,6 +53,11 @@ class ModelConfig:
     # Softmax temperature fitted on the validation split after training (common.ml.calibration);
     # 1.0, what a checkpoint without one means, leaves the logits as they are.
     temperature: float = 1.0
+    # Keep the backbone's ImageNet classifier for the "not a cat or dog" signal
+    # (common.ml.open_set), and the pet probability below which a photo is flagged (chosen
+    # on the validation split in training; None until then).
+    imagenet_head: bool = False
+    pet_threshold: float | None = None
 
     def __post_init__(self) -> None:
         family = input_normalisation(self.arch)
@@ -182,7 +188,9 @@ class EfficientNetLite(nn.Module):
 
     feature_dim = LITE_HEAD
 
-    def __init__(self, variant: LiteVariant, num_classes: int, dropout: float):
+    def __init__(
+        self, variant: LiteVariant, num_classes: int, dropout: float, imagenet_head: bool = False
+    ):
         super().__init__()
         self._conv_stem = SamePadConv2d(3, LITE_STEM, 3, 2, bias=False)
         self._bn0 = _bn(LITE_STEM)
@@ -198,6 +206,13 @@ class EfficientNetLite(nn.Module):
         self._bn1 = _bn(self.feature_dim)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(self.feature_dim, num_classes)
+        # The published classifier (1000 ImageNet classes), kept frozen beside ours for
+        # common.ml.open_set; not part of training.
+        self.imagenet_head = (
+            nn.Linear(self.feature_dim, IMAGENET_CLASS_COUNT).requires_grad_(False)
+            if imagenet_head
+            else None
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1280)
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -265,7 +280,9 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.arch == "simple_cnn":
         return SimpleCNN(num_classes, config.dropout)
     if config.arch in LITE_VARIANTS:
-        return EfficientNetLite(LITE_VARIANTS[config.arch], num_classes, config.dropout)
+        return EfficientNetLite(
+            LITE_VARIANTS[config.arch], num_classes, config.dropout, config.imagenet_head
+        )
     if config.arch.startswith(TORCHVISION_PREFIX):
         return TorchvisionClassifier(
             config.arch.removeprefix(TORCHVISION_PREFIX), num_classes, config.dropout

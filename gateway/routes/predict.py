@@ -93,6 +93,8 @@ async def predict(
         label=found.label,
         probability=found.probability,
         probabilities=found.probabilities,
+        pet_probability=found.pet_probability,
+        pet_detected=found.pet_detected,
         model=model,
         prediction_id=prediction_id,
         request_id=request_id,

@@ -7,6 +7,8 @@ import { KEY_NEEDED, KEY_REJECTED, bytes, percent, seconds, sentence } from "./m
 import { filesOfDrop, photosOfFolder, prepare } from "./photos.js";
 import { FILTERS, LOW_CONFIDENCE, toCsv } from "./results.js";
 
+const NOT_A_PET = "not a cat or dog?";
+
 const $ = (id) => document.getElementById(id);
 const OTHER = { cat: "dog", dog: "cat" };
 const PAGE_SIZE = 200;
@@ -108,6 +110,7 @@ function renderAnswer(answer, prepared) {
   $("single-label").textContent = answer.label;
   $("single-label").className = `label ${answer.label}`;
   $("single-confidence").textContent = percent(answer.probability);
+  $("single-not-pet").hidden = answer.pet_detected !== false;
   renderBars(answer.probabilities);
   $("single-model").textContent = `${answer.model.name} version ${answer.model.version}`;
   $("single-sent").textContent = sentText(prepared);
@@ -281,6 +284,7 @@ function tileAnswer(item, terminal) {
     const answer = el("p", "tile-answer");
     answer.append(el("span", `label ${item.label}`, item.label), ` ${percent(item.probability)}`);
     if (item.probability < LOW_CONFIDENCE) answer.append(el("span", "badge", "low confidence"));
+    if (item.pet_detected === false) answer.append(el("span", "badge", NOT_A_PET));
     return answer;
   }
   if (item.status === "failed") return el("p", "tile-error", sentence(item.error?.reason));

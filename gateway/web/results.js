@@ -1,7 +1,9 @@
 // A job's results: which filter each item falls under, and the CSV download, byte for byte
 // what `catdog jobs results JOB_ID` writes (client/output.py; tests/browser checks this).
 
-export const COLUMNS = ["filename", "label", "probability", "p_cat", "p_dog", "model_version", "error"];
+export const COLUMNS = [
+  "filename", "label", "probability", "p_cat", "p_dog", "pet_detected", "model_version", "error",
+];
 
 // Below this, an answer is worth a person's second look.
 export const LOW_CONFIDENCE = 0.8;
@@ -27,7 +29,10 @@ function pythonFloat(x) {
 
 function cell(value) {
   if (value === null || value === undefined) return "";
-  const text = typeof value === "number" ? pythonFloat(value) : String(value);
+  const text =
+    typeof value === "number" ? pythonFloat(value)
+    : typeof value === "boolean" ? (value ? "True" : "False") // Python's str(bool)
+    : String(value);
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
@@ -35,7 +40,10 @@ function cell(value) {
 function row(item) {
   const p = item.probabilities || {};
   const error = item.error ? `${item.error.reason}: ${item.error.message}` : null;
-  return [item.filename, item.label, item.probability, p.cat, p.dog, item.model?.version, error];
+  return [
+    item.filename, item.label, item.probability, p.cat, p.dog, item.pet_detected,
+    item.model?.version, error,
+  ];
 }
 
 export function toCsv(items) {

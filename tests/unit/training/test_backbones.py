@@ -25,12 +25,21 @@ def test_each_lite_variant_loads_its_package_weights_and_answers_two_classes(arc
     package = torch.load(lite_weights_file(arch), weights_only=True)
     own = model.state_dict()
     backbone = [k for k in package if not k.startswith("_fc.")]
-    assert set(own) == set(package)  # the same names, so nothing was left out
+    # The same names, so nothing was left out, plus the kept ImageNet head.
+    assert set(own) == set(package) | {"imagenet_head.weight", "imagenet_head.bias"}
     assert all(torch.equal(own[k], package[k]) for k in backbone)
     assert torch.equal(model._fc.weight, fresh_fc)  # our two-class head, not ImageNet's
+    assert torch.equal(own["imagenet_head.weight"], package["_fc.weight"])
+    assert not model.imagenet_head.weight.requires_grad  # never trained
     with torch.no_grad():
         out = model.eval()(torch.randn(2, 3, config.image_size, config.image_size))
     assert out.shape == (2, 2)
+
+
+def test_a_model_without_pretrained_weights_keeps_no_imagenet_head() -> None:
+    config = model_config(Params(model=ModelParams(arch="efficientnet_lite0", pretrained=False)))
+    assert not config.imagenet_head
+    assert build_model(config).imagenet_head is None
 
 
 def test_a_stage_table_that_disagrees_with_the_weights_is_refused(

@@ -27,7 +27,7 @@ def over_confident_run(
     """Lite0 at 96 px, its head fitted on 40 photos without weight decay or label smoothing
     until the training loss is ~0, and scored on 120 other photos (val accuracy ~0.88)."""
     seed_everything(0)
-    config = ModelConfig(image_size=96, resize_size=96)
+    config = ModelConfig(image_size=96, resize_size=96, imagenet_head=True)
     model = build_model(config)
     load_pretrained_backbone(model, config)
     params = TrainParams(
@@ -46,13 +46,13 @@ def over_confident_run(
 
 
 def test_the_fitted_temperature_lowers_validation_ece_and_nll(over_confident_run: FitRun) -> None:
-    config, report = calibrate(over_confident_run)
+    config, report = calibrate(over_confident_run, pet_flag_rate=0.05)
 
     assert config.temperature == report["temperature"]
     # Measured: T 3.46, ECE 0.135 -> 0.054.
     assert config.temperature > 1.5  # an over-confident model is softened
     assert report["val_ece"] < 0.6 * report["val_ece_uncalibrated"]
-    logits, labels = validation_logits(over_confident_run)
+    logits, labels, _ = validation_logits(over_confident_run)
     nll_after = F.cross_entropy(logits / config.temperature, labels)
     assert nll_after < F.cross_entropy(logits, labels)
 
@@ -60,10 +60,22 @@ def test_the_fitted_temperature_lowers_validation_ece_and_nll(over_confident_run
 def test_validation_logits_from_cached_features_equal_a_pass_over_the_photos(
     over_confident_run: FitRun,
 ) -> None:
-    cached, cached_labels = validation_logits(over_confident_run)
+    cached, cached_labels, cached_pets = validation_logits(over_confident_run)
     after_end_to_end = replace(over_confident_run, val_features=None)
-    full, full_labels = validation_logits(after_end_to_end)
+    full, full_labels, full_pets = validation_logits(after_end_to_end)
 
     assert torch.equal(cached_labels, full_labels)
     # Measured: 5e-6 apart (float summation order).
     assert torch.allclose(cached, full, atol=1e-4)
+    assert cached_pets is not None and full_pets is not None
+    assert torch.allclose(cached_pets, full_pets, atol=1e-4)
+
+
+def test_the_pet_threshold_flags_the_chosen_share_of_validation_photos(
+    over_confident_run: FitRun,
+) -> None:
+    config, report = calibrate(over_confident_run, pet_flag_rate=0.05)
+
+    # 120 real cats and dogs: at most 6 of them below the threshold, and it is no empty bar.
+    assert config.pet_threshold == report["pet_threshold"] > 0
+    assert 0 < report["val_pet_flagged"] <= 0.05 + 1e-6  # a float32 mean

@@ -77,7 +77,7 @@ def test_a_checkpoint_with_a_temperature_serves_what_evaluation_scores(
     )
 
     samples = [Sample(p, 0, "") for p in photos]
-    logits, _ = predict_logits(loaded.model, loaded.config, samples, torch.device("cpu"), 2, 0)
+    logits, _, _ = predict_logits(loaded.model, loaded.config, samples, torch.device("cpu"), 2, 0)
     evaluated = calibrated_probabilities(logits, loaded.config.temperature)
     uncalibrated = torch.softmax(logits, dim=1)
     for prediction, calibrated, raw in zip(served, evaluated, uncalibrated, strict=True):
