@@ -218,20 +218,18 @@ class Scorer:
         self.limits = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 31, min_side=1)
 
     @torch.inference_mode()
-    def pet_probability(self, image: Image.Image) -> float:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")  # through the serving decode
-        decoded = decode_image(buffer.getvalue(), self.limits).image
+    def pet_probability(self, data: bytes) -> float:
+        """The served pet probability of an uploaded file's bytes."""
+        decoded = decode_image(data, self.limits).image
         _, pets = classify(self.model, preprocess_batch([decoded], self.config))
         assert pets is not None
         return float(pets[0])
 
-    @torch.inference_mode()
-    def pet_probability_of_file(self, path: Path) -> float:
-        decoded = decode_image(path.read_bytes(), self.limits).image
-        _, pets = classify(self.model, preprocess_batch([decoded], self.config))
-        assert pets is not None
-        return float(pets[0])
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def summarise(
@@ -266,14 +264,14 @@ def main() -> None:
     non_pets: dict[str, list[float]] = defaultdict(list)
     missed: list[str] = []
     for category, name, image in [*packaged_images(), *generated_images()]:
-        p = scorer.pet_probability(image)
+        p = scorer.pet_probability(png(image))
         non_pets[category].append(p)
         if p >= threshold:
             missed.append(f"{name} (p_pet {p:.3f})")
     pets: dict[str, list[float]] = defaultdict(list)
     wrongly_flagged: list[str] = []
     for group, name, path in pet_photos():
-        p = scorer.pet_probability_of_file(path)
+        p = scorer.pet_probability(path.read_bytes())
         pets[group].append(p)
         if p < threshold:
             wrongly_flagged.append(f"{name} (p_pet {p:.3f})")

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # How long after expiry a job id still answers 410 Gone instead of 404.
     job_tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     max_queue_depth: int = Field(default=10_000, gt=0)
+    # How long an Idempotency-Key stays reserved while its upload is still being received: a
+    # gateway that dies mid-upload leaves a reservation that lapses after this.
+    idempotency_pending_ttl_s: int = Field(default=60, gt=0)
     chunk_size: int = Field(default=16, gt=0)
     callback_secret: SecretStr = SecretStr("dev-callback-secret")
     callback_max_attempts: int = Field(default=5, gt=0)

@@ -7,6 +7,7 @@ dropped unread and its item fails with `too_large`, like any other bad item. Ima
 decoded here; a worker does that and records a per-item error for a bad one.
 """
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from anyio.to_thread import run_sync
@@ -66,8 +67,10 @@ async def receive_job(
     job_id: str,
     request_id: str | None,
     owner: str = "",
+    after_each_file: Callable[[], Awaitable[None]] | None = None,
 ) -> ReceivedJob:
-    """Stream the upload into Redis and plan its chunks (lists of item indices).
+    """Stream the upload into Redis and plan its chunks (lists of item indices);
+    `after_each_file` runs as each file is stored (the caller keeps its reservations alive).
 
     On any failure, what was stored is deleted before the error goes on."""
     state = _Receiving()
@@ -81,6 +84,8 @@ async def receive_job(
                 _add_data(state, event.data, settings)
             elif isinstance(event, PartEnd) and state.part is not None:
                 await _end_part(state, store, job_id, settings)
+                if after_each_file is not None:
+                    await after_each_file()
     except BaseException:
         await store(jobs.discard_upload(job_id, len(state.names)))
         raise

@@ -9,7 +9,7 @@ Every key starts with `catdog:`; `{id}` is a job id, `{pid}` a prediction id:
     catdog:job:{id}:deliveries   hash    chunk -> times the chunk was delivered
     catdog:job:{id}:img:{index}  string  the uploaded bytes, deleted once the item has a result
     catdog:job-tomb:{id}         string  outlives the job by `job_tombstone_ttl_s`: 410, not 404
-    catdog:idem:{kid}:{sha256}   string  an API key's Idempotency-Key -> job id, for the job's life
+    catdog:idem:{kid}:{sha256}   string  an API key's Idempotency-Key -> job id (briefly while uploading, then for the job's life)
     catdog:predict:{pid}:img     string  the /predict upload, for one task
     catdog:predict:{pid}:reply   list    the worker's one PredictReply; the gateway BLPOPs it
     catdog:workers               zset    worker process id -> heartbeat expiry (Redis clock)

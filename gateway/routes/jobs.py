@@ -1,7 +1,9 @@
 """Bulk jobs: submit (POST /jobs), follow with paged results (GET), cancel (DELETE)."""
 
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -132,17 +134,27 @@ async def create_job(
         return await _replay(store, caller, existing, request, response)
     await services.ensure_capacity(settings.bulk_queue)
     job_id = uuid.uuid4().hex
-    reservation = idempotency.reserve(owner, idempotency_key or "", job_id, settings.job_ttl_s)
+    pending_ttl_s = settings.idempotency_pending_ttl_s
+    reservation = idempotency.reserve(owner, idempotency_key or "", job_id, pending_ttl_s)
     if idempotency_key and not await store(reservation):
         existing = await store(idempotency.lookup(owner, idempotency_key))
         return await _replay(store, caller, existing or job_id, request, response)
     try:
         await _hold_place(services, caller, job_id, _declared_bytes(request, settings))
-        received = await receive_job(request, store, settings, job_id, request_id, owner)
+        keep_reserved = (
+            _renewer(store, owner, idempotency_key, job_id, pending_ttl_s)
+            if idempotency_key
+            else None
+        )
+        received = await receive_job(
+            request, store, settings, job_id, request_id, owner, keep_reserved
+        )
         if caller.limits is not None:
             await store(limits.settle_bytes(owner, job_id, received.stored_bytes))
         ttls = settings.job_ttl_s, settings.job_tombstone_ttl_s
         record = await store(jobs.create(received.job, *ttls))
+        if idempotency_key:
+            await store(idempotency.commit(owner, idempotency_key, job_id, settings.job_ttl_s))
         await services.dispatcher.chunks(job_id, received.chunks, request_id)
     except BaseException:
         await _undo_submission(services, owner, idempotency_key, job_id)
@@ -155,6 +167,22 @@ async def create_job(
         extra={"job_id": job_id, "total": record.total, "chunks": len(received.chunks)},
     )
     return _accepted(record.summary(), request, response)
+
+
+def _renewer(
+    store: AsyncStore, owner: str, key: str, job_id: str, ttl_s: int
+) -> Callable[[], Awaitable[None]]:
+    """Renews the pending reservation while an upload keeps arriving, at most three times a
+    TTL, so a long upload keeps its key and a dead one lets it lapse within `ttl_s`."""
+    renewed_at = time.monotonic()
+
+    async def renew() -> None:
+        nonlocal renewed_at
+        if time.monotonic() - renewed_at >= ttl_s / 3:
+            renewed_at = time.monotonic()
+            await store(idempotency.commit(owner, key, job_id, ttl_s))
+
+    return renew
 
 
 async def _undo_submission(

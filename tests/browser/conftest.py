@@ -14,7 +14,7 @@ import io
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from common.imaging import decode_image
 from common.labels import CLASSES, label_index
 from common.ml.checkpoint import save_checkpoint
 from common.ml.model import ModelConfig, build_model
+from common.ml.open_set import pet_probability, threshold_for_flag_rate
 from common.ml.preprocessing import preprocess_batch
 from tests.conftest import KAGGLE, PETIMAGES
 from tests.integration.processes import Stack, start_stack
@@ -87,7 +88,9 @@ def fit_checkpoint(path: Path) -> dict[Path, float]:
     """Save a checkpoint that works at `path`; return its probability of the right class for
     each held-out candidate photo."""
     torch.manual_seed(0)
-    config = ModelConfig(arch="efficientnet_lite0", image_size=224, resize_size=224)
+    config = ModelConfig(
+        arch="efficientnet_lite0", image_size=224, resize_size=224, imagenet_head=True
+    )
     model = build_model(config)
     load_pretrained_backbone(model, config)
     model.eval()
@@ -113,6 +116,9 @@ def fit_checkpoint(path: Path) -> dict[Path, float]:
     model._fc.load_state_dict(head.state_dict())
     with torch.no_grad():
         p = torch.softmax(model._fc(held_out), dim=1)  # (40, 2)
+        # The "not a cat or dog" bar that flags none of the photos the head was fitted on.
+        pets = pet_probability(model.imagenet_head(x))
+    config = replace(config, pet_threshold=threshold_for_flag_rate(pets, 0.0))
     save_checkpoint(path, model, config, {"model_name": MODEL_NAME, "model_version": MODEL_VERSION})
     return {c: float(p[i, label_index(c.parent.name)]) for i, c in enumerate(candidates)}
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageStat
 from playwright.sync_api import Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -48,6 +48,26 @@ def test_one_photo_shows_its_label_confidence_and_model_version(page: Page, phot
         expect(bars.nth(1)).to_contain_text(re.compile(r"^dog\s*\d+\.\d%$"))
         expect(page.locator("#single-model")).to_have_text("catdog version 1")
         expect(page.locator("#single-photo")).to_be_visible()
+
+
+def test_a_banner_is_answered_with_a_warning_that_it_may_not_be_a_pet(
+    page: Page, photos: Photos, tmp_path: Path
+) -> None:
+    warning = page.locator("#single-not-pet")
+    page.set_input_files("#photos-input", photos.cat)
+    expect(page.locator("#single-label")).to_have_text("cat")
+    expect(warning).to_be_hidden()
+
+    banner = Image.new("RGB", (600, 300), (200, 30, 60))
+    ImageDraw.Draw(banner).text(
+        (30, 110), "ADOPTED!", fill="white", font=ImageFont.load_default(size=64)
+    )
+    path = tmp_path / "adopted-banner.png"
+    banner.save(path)
+    page.set_input_files("#photos-input", path)
+    expect(page.locator("#single-file")).to_have_text(path.name)
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("may not be a cat or a dog")
 
 
 def test_a_photo_dropped_on_the_page_is_classified(page: Page, photos: Photos) -> None:

@@ -8,19 +8,28 @@ runs: the results must still hold every item exactly once.)
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.store import keys, workers
 from common.store.ops import Store
-from tests.integration.processes import Stack, all_items, start_stack, wait_for_job, wait_until
+from tests.integration.processes import (
+    Stack,
+    all_items,
+    start_gateway,
+    start_stack,
+    wait_for_job,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -30,6 +39,7 @@ SETTINGS = {
     "batch_size": 2,
     "heartbeat_interval_s": 0.5,
     "worker_threads": 1,  # one process per worker here: two threads would fight the suite
+    "idempotency_pending_ttl_s": 3,
 }
 
 
@@ -136,3 +146,68 @@ def test_healthcheck_pings_this_worker_by_name(lone_stack: Stack) -> None:
     )
     assert missing.returncode == 1
     assert time.monotonic() - started < 15
+
+
+def _start_upload(url: str, idempotency_key: str) -> socket.socket:
+    """A job upload that announces 5 MB and sends a first slice of it, then stalls."""
+    host, port = url.removeprefix("http://").split(":")
+    boundary = "catdog-boundary"
+    head = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + b"\xff\xd8"
+        + b"x" * 2000
+    )
+    request = (
+        "POST /jobs HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {5 * 1024 * 1024}\r\n"
+        f"Idempotency-Key: {idempotency_key}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(request + head)
+    return sock
+
+
+def test_a_gateway_killed_mid_upload_frees_its_idempotency_key_within_the_pending_ttl(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    if not any(p.alive() and p.name in ("a", "b") for p in lone_stack.processes):
+        lone_stack.add_worker("b", concurrency=1)
+    doomed, doomed_url = start_gateway(lone_stack.env, lone_stack.log_dir)
+    key = "shelter-upload-monday"
+    reservation = keys.idempotency("", key)  # the anonymous caller: auth is off here
+    sock = _start_upload(doomed_url, key)
+    try:
+        wait_until(lambda: lone_stack.redis.exists(reservation), 10, "the key to be reserved")
+        doomed.kill(signal.SIGKILL)
+        doomed.popen.wait(10)
+        killed_at = time.monotonic()
+    finally:
+        sock.close()
+    photo = sorted((photo_dir / "kaggle").glob("*.jpg"))[0]
+    files = [("files", (photo.name, photo.read_bytes(), "image/jpeg"))]
+    with lone_stack.client() as client:
+        # While the reservation stands, the key belongs to the dead upload.
+        first = client.post("/jobs", files=files, headers={"Idempotency-Key": key})
+        if time.monotonic() - killed_at < SETTINGS["idempotency_pending_ttl_s"] - 0.5:
+            assert first.status_code == 409, first.text
+
+        def retried() -> httpx.Response | None:
+            response = client.post("/jobs", files=files, headers={"Idempotency-Key": key})
+            return response if response.status_code == 202 else None
+
+        accepted = wait_until(retried, 15, "the retry with the same key to be accepted", 0.5)
+        lapsed_after_s = time.monotonic() - killed_at
+        job_id = accepted.json()["job_id"]
+        assert wait_for_job(client, job_id)["status"] == "succeeded"
+        # Now the key is bound to the job for the job's lifetime: a replay, not a new job.
+        again = client.post("/jobs", files=files, headers={"Idempotency-Key": key})
+    assert lapsed_after_s < SETTINGS["idempotency_pending_ttl_s"] + 5
+    assert again.status_code == 202 and again.json()["job_id"] == job_id
+    assert again.headers["idempotent-replayed"] == "true"
+    assert lone_stack.redis.ttl(reservation) > 60  # the job's lifetime, not the pending TTL

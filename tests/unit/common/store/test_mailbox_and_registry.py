@@ -58,3 +58,14 @@ def test_an_idempotency_key_is_reserved_once_and_released_only_by_its_job(run: R
     assert run(idempotency.lookup("", "k")) == "job-1"
     run(idempotency.release("", "k", "job-1"))
     assert run(idempotency.lookup("", "k")) is None
+
+
+def test_a_pending_reservation_is_bound_for_the_jobs_lifetime_only_by_its_job(
+    run: Run, raw: redis.Redis
+) -> None:
+    assert run(idempotency.reserve("", "upload", "job-1", ttl_s=5))
+    assert not run(idempotency.commit("", "upload", "job-2", ttl_s=3600))  # not its job
+    assert raw.ttl(keys.idempotency("", "upload")) <= 5
+    assert run(idempotency.commit("", "upload", "job-1", ttl_s=3600))
+    assert raw.ttl(keys.idempotency("", "upload")) > 3000
+    assert not run(idempotency.commit("", "lapsed", "job-1", ttl_s=3600))  # nothing to bind
