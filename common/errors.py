@@ -107,6 +107,13 @@ class QueueFullError(RetryLaterError):
     reason = "queue_full"
 
 
+class StorageFullError(RetryLaterError):
+    """Redis refused a write at its `maxmemory`: uploads wait until results expire or are
+    collected."""
+
+    reason = "storage_full"
+
+
 class NoWorkerError(CatDogError):
     reason = "no_worker"
 

@@ -38,6 +38,7 @@ from common.errors import (
     RateLimitedError,
     RequestTooLargeError,
     RetryLaterError,
+    StorageFullError,
     TooManyFilesError,
     TooManyJobsError,
     UnauthorizedError,
@@ -73,9 +74,13 @@ STATUS_BY_ERROR: dict[type[CatDogError], int] = {
     ModelNotAvailableError: 503,
     NoWorkerError: 503,
     BrokerUnavailableError: 503,
+    StorageFullError: 503,
     PredictTimeoutError: 504,
     InferenceFailedError: 500,
 }
+
+
+STORAGE_FULL_RETRY_S = 30
 
 
 def status_for(exc: CatDogError) -> int:
@@ -114,6 +119,18 @@ async def _infrastructure_error(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    # Redis at maxmemory (noeviction) refuses writes with OOM. What a failed upload stored
+    # was deleted on the way out (DEL is allowed when full), so a retry later can succeed.
+    return await _domain_error(
+        request,
+        StorageFullError(
+            "the service's storage is full; retry after running jobs finish or expire",
+            retry_after_s=STORAGE_FULL_RETRY_S,
+        ),
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = jsonable_encoder(exc.errors())
@@ -127,5 +144,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CatDogError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(redis.OutOfMemoryError, _storage_full)
     for infrastructure in (redis.ConnectionError, redis.TimeoutError, OperationalError):
         app.add_exception_handler(infrastructure, _infrastructure_error)

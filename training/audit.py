@@ -79,7 +79,10 @@ def find_suspects(
     features = saved["features"].numpy()
     labels = saved["labels"].numpy()
     probabilities = out_of_fold_probabilities(features, labels, seed)
-    mislabelled = set(find_label_issues(labels, probabilities).nonzero()[0].tolist())
+    # n_jobs=1: cleanlab's default forks a process pool, which can hang when the caller has
+    # threads (a test runner, a DVC stage's progress bars); one process is fast enough here.
+    issues = find_label_issues(labels, probabilities, n_jobs=1)
+    mislabelled = set(issues.nonzero()[0].tolist())
     junk: set[int] = set()
     if pets is not None and pet_threshold is not None:
         junk = set(np.nonzero(pets < pet_threshold)[0].tolist())

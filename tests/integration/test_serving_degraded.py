@@ -180,3 +180,28 @@ def test_the_gateway_answers_503_when_redis_is_down(
             assert client.get("/jobs/abc").status_code == 503
     finally:
         gateway.stop()
+
+
+def test_a_full_redis_is_503_storage_full_and_keeps_nothing_of_the_refused_upload(
+    http: httpx.Client, store: Store, fake_worker: Heartbeat, jpeg: bytes
+) -> None:
+    # Redis at maxmemory with noeviction, as in compose: room for a few photos, not forty.
+    used = int(store.redis.info("memory")["used_memory"])
+    store.redis.config_set("maxmemory-policy", "noeviction")
+    store.redis.config_set("maxmemory", used + 8 * len(jpeg))
+    try:
+        files = [("files", (f"{i}.jpg", jpeg)) for i in range(40)]
+        refused_job = http.post("/jobs", files=files)
+        refused_photo = http.post("/predict", files={"file": ("a.jpg", jpeg * 20)})
+    finally:
+        store.redis.config_set("maxmemory", 0)
+    for response in (refused_job, refused_photo):
+        assert response.status_code == 503, response.text
+        assert response.json()["reason"] == "storage_full"
+        assert "storage is full" in response.json()["detail"]
+        assert int(response.headers["retry-after"]) > 0
+    # The photos stored before Redis filled up were deleted on the way out.
+    assert not list(store.redis.scan_iter(match=keys.image("*", "*")))
+    assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
+    # With room again, the same upload goes through.
+    assert http.post("/jobs", files=files).status_code == 202
