@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.settings import Settings
 from common.store import keys, workers
 from common.store.ops import Store
 from common.wire import Heartbeat, ModelRef
@@ -205,3 +206,30 @@ def test_a_full_redis_is_503_storage_full_and_keeps_nothing_of_the_refused_uploa
     assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
     # With room again, the same upload goes through.
     assert http.post("/jobs", files=files).status_code == 202
+
+
+def test_predict_waits_out_the_default_timeout_for_a_silent_worker_then_answers_504(
+    degraded: tuple[str, str],
+    store: Store,
+    fake_worker: Heartbeat,
+    jpeg: bytes,
+    checkpoint: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A gateway with the production timeout: the wait must not be cut short by a client
+    # socket timeout (a 503 after 5 s), and nothing of the photo may stay behind.
+    default_s = float(Settings.model_fields["predict_timeout_s"].default)
+    env = service_env(degraded[1], str(checkpoint))
+    assert "CATDOG_PREDICT_TIMEOUT_S" not in env
+    gateway, url = start_gateway(env, tmp_path_factory.mktemp("default-timeout"))
+    try:
+        started = time.monotonic()
+        response = httpx.post(f"{url}/predict", files={"file": ("a.jpg", jpeg)}, timeout=60)
+        waited_s = time.monotonic() - started
+    finally:
+        gateway.stop()
+    assert response.status_code == 504, response.text
+    assert response.json()["reason"] == "timeout"
+    assert f"{default_s:g} s" in response.json()["detail"]
+    assert default_s - 0.5 <= waited_s < default_s + 3
+    assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
