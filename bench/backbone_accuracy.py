@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # the splits name photos relative to the repository root
 
+from reporting import write_results  # noqa: E402
+
 from common import classification  # noqa: E402
 from common.ml.calibration import scored_at  # noqa: E402
 from common.ml.model import LITE_VARIANTS  # noqa: E402
@@ -35,7 +37,6 @@ from training.runtime import pick_device, use_all_cores  # noqa: E402
 from training.sources import scan_source  # noqa: E402
 from training.train import train  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results")
 KAGGLE = ROOT.parent / "shared" / "data" / "kaggle-dogs-vs-cats" / "train"
 
 
@@ -82,9 +83,6 @@ def main() -> None:
         "feature_views": base.train.feature_views,
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{today}-backbone-accuracy"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"`python bench/backbone_accuracy.py` ({today}, {os.cpu_count()} cores, "
         f"feature_views {base.train.feature_views})",
@@ -97,8 +95,7 @@ def main() -> None:
         f"{r['test']['accuracy']:.2%} | {r['test']['ece']:.4f} | {r['kaggle']['accuracy']:.2%} |"
         for r in rows
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("backbone-accuracy", result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

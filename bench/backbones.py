@@ -13,20 +13,17 @@ one-minute load average before and after.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import torch
+from reporting import write_results
 
 from common.ml.model import LITE_VARIANTS, ModelConfig, build_model
-
-RESULTS = Path(__file__).with_name("results")
 
 
 @torch.inference_mode()
@@ -121,11 +118,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     result = run(args.threads, args.batches, args.images, args.repeats)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-backbones"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("backbones", result, markdown(result))
 
 
 if __name__ == "__main__":

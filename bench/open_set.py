@@ -19,7 +19,6 @@ Real pets: the pipeline's test split (data/splits/test.csv) and all of
 
 import argparse
 import io
-import json
 import platform
 import random
 import subprocess
@@ -38,12 +37,13 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reporting import write_results  # noqa: E402
+
 from common.imaging import ImageLimits, decode_image  # noqa: E402
 from common.ml.checkpoint import load_checkpoint  # noqa: E402
-from common.ml.open_set import classify  # noqa: E402
+from common.ml.open_set import classify, looks_like_a_pet  # noqa: E402
 from common.ml.preprocessing import preprocess_batch  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results")
 KAGGLE = ROOT.parent / "shared" / "data" / "kaggle-dogs-vs-cats" / "train"
 SKIMAGE_WHEEL = "scikit-image==0.26.0"
 SKIMAGE_CATS = {"chelsea.png"}  # the one cat in skimage/data stays out of a non-pet set
@@ -237,7 +237,7 @@ def summarise(
 ) -> list[dict[str, Any]]:
     rows = []
     for group, values in scores.items():
-        flagged = sum(v < threshold for v in values)
+        flagged = sum(not looks_like_a_pet(v, threshold) for v in values)
         rows.append(
             {
                 "group": group,
@@ -266,14 +266,14 @@ def main() -> None:
     for category, name, image in [*packaged_images(), *generated_images()]:
         p = scorer.pet_probability(png(image))
         non_pets[category].append(p)
-        if p >= threshold:
+        if looks_like_a_pet(p, threshold):
             missed.append(f"{name} (p_pet {p:.3f})")
     pets: dict[str, list[float]] = defaultdict(list)
     wrongly_flagged: list[str] = []
     for group, name, path in pet_photos():
         p = scorer.pet_probability(path.read_bytes())
         pets[group].append(p)
-        if p < threshold:
+        if not looks_like_a_pet(p, threshold):
             wrongly_flagged.append(f"{name} (p_pet {p:.3f})")
     all_non_pets = [p for values in non_pets.values() for p in values]
     result: dict[str, Any] = {
@@ -284,15 +284,12 @@ def main() -> None:
         "threshold": threshold,
         "non_pets": summarise(non_pets, threshold, "caught"),
         "non_pets_caught_share": round(
-            sum(p < threshold for p in all_non_pets) / len(all_non_pets), 4
+            sum(not looks_like_a_pet(p, threshold) for p in all_non_pets) / len(all_non_pets), 4
         ),
         "pets": summarise(pets, threshold, "wrongly_flagged"),
         "missed_non_pets": missed,
         "wrongly_flagged_pets": wrongly_flagged,
     }
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-open-set"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"Open-set flag, {scorer.config.arch}, threshold {threshold:.4f} "
         f"(`python bench/open_set.py`, {result['date']})",
@@ -308,8 +305,7 @@ def main() -> None:
         f"| real pets | {r['group']} | {r['images']} | {r['wrongly_flagged']} | {r['share']:.1%} |"
         for r in result["pets"]
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("open-set", result, "\n".join(lines) + "\n")
     print(f"non-pets caught: {result['non_pets_caught_share']:.1%}; missed: {missed}")
 
 

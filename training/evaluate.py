@@ -24,6 +24,7 @@ from common.logging_setup import configure_logging
 from common.ml.calibration import scored_at
 from common.ml.checkpoint import load_checkpoint
 from common.ml.model import ModelConfig
+from common.ml.open_set import flagged_share
 from common.ml.preprocessing import eval_transform
 from training import registry
 from training.artifacts import CHECKPOINT, EVAL_METRICS, EVAL_PLOTS_DIR, RUN_FILE
@@ -78,7 +79,7 @@ def write_report(
         pets, threshold = open_set
         metrics |= {
             "pet_threshold": threshold,
-            "pet_flagged": float((pets < threshold).float().mean()),
+            "pet_flagged": flagged_share(pets, threshold),
         }
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")

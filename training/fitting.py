@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from common.ml.model import EfficientNetLite, ModelConfig
-from common.ml.open_set import classify, pet_probability
+from common.ml.open_set import classify, classify_features
 from common.ml.preprocessing import AugmentationParams, eval_transform, train_transform
 from training import registry
 from training.dataset import ImageDataset, Sample
@@ -364,11 +364,8 @@ def validation_logits(run: FitRun) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     model = run.model.eval()
     if run.val_features is not None:
         features, labels = run.val_features
-        features = features.to(run.device)
-        logits = model._fc(features).float().cpu()  # type: ignore[operator]
-        imagenet_head = getattr(model, "imagenet_head", None)
-        pets = None if imagenet_head is None else pet_probability(imagenet_head(features)).cpu()
-        return logits, labels, pets
+        logits, pets = classify_features(model, features.to(run.device))
+        return logits.float().cpu(), labels, None if pets is None else pets.cpu()
     loader = _loader(run.val_samples, eval_transform(run.config), run.cfg, False, run.cfg.seed)
     return predict_outputs(run.model, loader, run.device)
 

@@ -20,7 +20,7 @@ from common.logging_setup import configure_logging
 from common.ml.calibration import calibration_error, fit_temperature
 from common.ml.checkpoint import save_checkpoint
 from common.ml.model import LITE_VARIANTS, ModelConfig, build_model, native_input_size
-from common.ml.open_set import threshold_for_flag_rate
+from common.ml.open_set import flagged_share, threshold_for_flag_rate
 from training import registry
 from training.artifacts import (
     CHECKPOINT,
@@ -134,7 +134,7 @@ def calibrate(run: FitRun, pet_flag_rate: float) -> tuple[ModelConfig, dict[str,
     if pet_probabilities is not None:
         threshold = threshold_for_flag_rate(pet_probabilities, pet_flag_rate)
         report["pet_threshold"] = threshold
-        report["val_pet_flagged"] = float((pet_probabilities < threshold).float().mean())
+        report["val_pet_flagged"] = flagged_share(pet_probabilities, threshold)
         config = replace(config, pet_threshold=threshold)
     log.info("calibration on the validation split: %s", report)
     return config, report

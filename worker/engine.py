@@ -14,7 +14,7 @@ from PIL import Image
 
 from common.ml.calibration import calibrated_probabilities
 from common.ml.loading import LoadedModel
-from common.ml.open_set import classify
+from common.ml.open_set import classify, looks_like_a_pet
 from common.ml.preprocessing import preprocess_batch
 from common.wire import Classification, ModelRef
 
@@ -55,13 +55,15 @@ class InferenceEngine:
 
     def _prediction(self, row: list[float], pet: float | None) -> Classification:
         best = max(range(len(row)), key=row.__getitem__)
-        known = pet is not None and self.pet_threshold is not None
+        detected = None
+        if pet is not None and self.pet_threshold is not None:
+            detected = looks_like_a_pet(pet, self.pet_threshold)
         return Classification(
             label=self.classes[best],
             probability=row[best],
             probabilities=dict(zip(self.classes, row, strict=True)),
             pet_probability=pet,
-            pet_detected=(pet >= self.pet_threshold) if known else None,  # type: ignore[operator]
+            pet_detected=detected,
             model=self.model,
         )
 

@@ -32,12 +32,29 @@ def classify(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch
     """The model's logits (B, C) and the pet probability (B,), from one backbone pass; the
     pet probability is None for a model without an ImageNet head (the from-scratch baseline,
     checkpoints made before the head was kept)."""
-    imagenet_head = getattr(model, "imagenet_head", None)
-    if imagenet_head is None:
+    if getattr(model, "imagenet_head", None) is None:
         return model(batch), None
-    features = model.features(batch)  # type: ignore[operator]
+    return classify_features(model, model.features(batch))  # type: ignore[operator]
+
+
+def classify_features(
+    model: nn.Module, features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`classify` from pooled backbone features (B, D) already computed (training caches
+    them): both heads, in eval mode."""
     logits = model._fc(model._dropout(features))  # type: ignore[operator]
-    return logits, pet_probability(imagenet_head(features))
+    imagenet_head = getattr(model, "imagenet_head", None)
+    return logits, None if imagenet_head is None else pet_probability(imagenet_head(features))
+
+
+def looks_like_a_pet(pet_probability: float, threshold: float) -> bool:
+    """The flag's one rule: at or above the threshold is a cat or a dog."""
+    return pet_probability >= threshold
+
+
+def flagged_share(pet_probabilities: torch.Tensor, threshold: float) -> float:
+    """The share of these photos the flag calls "not a cat or dog"."""
+    return float((pet_probabilities < threshold).float().mean())
 
 
 def threshold_for_flag_rate(pet_probabilities: torch.Tensor, flag_rate: float) -> float:

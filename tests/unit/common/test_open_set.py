@@ -8,6 +8,8 @@ from common.ml.model import ModelConfig, build_model
 from common.ml.open_set import (
     IMAGENET_CLASS_COUNT,
     classify,
+    flagged_share,
+    looks_like_a_pet,
     pet_probability,
     threshold_for_flag_rate,
 )
@@ -53,3 +55,10 @@ def test_a_model_without_an_imagenet_head_has_no_pet_probability() -> None:
     with torch.no_grad():
         _, pets = classify(baseline, torch.randn(2, 3, 32, 32))
     assert pets is None
+
+
+def test_a_photo_exactly_at_the_threshold_counts_as_a_pet_and_is_not_flagged() -> None:
+    pets = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert looks_like_a_pet(0.2, threshold=0.2)
+    assert not looks_like_a_pet(0.19, threshold=0.2)
+    assert flagged_share(pets, threshold=0.2) == pytest.approx(0.25)
