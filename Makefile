@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: up down test lint typecheck train serve system-deps setup clean
+.PHONY: up down test bench lint typecheck train serve system-deps setup clean
 
 $(VENV)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ typecheck: $(VENV)/.installed
 
 test: setup
 	bash scripts/run-tests.sh
+
+# The serving benchmark against the stack `make up` started (bench/serving.py): results
+# under bench/results/. Run it on a quiet machine.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

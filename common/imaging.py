@@ -66,8 +66,10 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
-    """Fully decode `data` into an upright RGB image, or raise a domain error that says why."""
+def check_header(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
+    """Every check that needs no pixels: size on the wire, what the file really is, its
+    declared dimensions. Cheap (no pixel is decoded), so the gateway refuses most bad
+    uploads before they reach a worker; returns the opened, not yet decoded, image."""
     limits = limits or ImageLimits()
     if len(data) == 0:
         raise InvalidImageError("the file is empty (0 bytes)", reason="empty")
@@ -77,6 +79,12 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
         )
     image = _open_header(data)
     _check_dimensions(image, limits)
+    return image
+
+
+def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
+    """Fully decode `data` into an upright RGB image, or raise a domain error that says why."""
+    image = check_header(data, limits)
     _load_fully(image)
     original_mode = image.mode
     rgb = to_rgb(_upright(image))

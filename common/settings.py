@@ -62,8 +62,17 @@ class Settings(BaseSettings):
     callback_secret: SecretStr = SecretStr("dev-callback-secret")
     callback_max_attempts: int = Field(default=5, gt=0)
 
-    # Worker runtime.
+    # Worker runtime. Bulk: images per forward pass (a job's chunks hold `chunk_size`).
     batch_size: int = Field(default=32, gt=0)
+    # Realtime micro-batching (worker.batcher): the /predict requests a threaded realtime
+    # worker holds at once share one forward pass of at most `max_batch_size` images,
+    # gathered for at most `max_wait_ms` after the first arrived (0: never wait; take what
+    # is queued while the previous pass ran).
+    max_batch_size: int = Field(default=8, gt=0)
+    max_wait_ms: float = Field(default=0.0, ge=0)
+    # Added to a worker's nice value at start: a bulk worker at 10 leaves the CPU to the
+    # realtime worker beside it whenever /predict has work.
+    worker_nice: int = Field(default=0, ge=0, le=19)
     # The pet probability below which an answer says `pet_detected: false` ("not a cat or
     # dog"); unset, the threshold the checkpoint was trained with (common.ml.open_set).
     pet_threshold: float | None = Field(default=None, ge=0, le=1)
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
         "redis",
         "gateway",
         "worker",
+        "worker-realtime",
         "worker-gpu",
         "flower",
         "mlflow",

@@ -15,7 +15,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from common.errors import BrokerUnavailableError, NoWorkerError, QueueFullError
-from common.imaging import DecodedImage, ImageLimits, decode_image
+from common.imaging import ImageLimits, check_header
 from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, make_celery
 from common.settings import Settings
 from common.store import queues, workers
@@ -25,7 +25,7 @@ from common.store.ops import AsyncStore
 RETRY_AFTER_S = 5
 # Seconds a blocking wait's socket outlives the wait itself.
 WAIT_MARGIN_S = 5
-# Full decodes at once: bounds the gateway's memory for pixels (up to max_image_pixels each).
+# Header checks at once, in threads off the event loop.
 DECODE_CONCURRENCY = 4
 
 
@@ -125,9 +125,11 @@ class Services:
         await self._waits.aclose()
         self.dispatcher.celery.close()
 
-    async def validate_image(self, data: bytes) -> DecodedImage:
-        """Decode in a thread (never on the event loop); raises the domain error if unusable."""
-        return await run_sync(decode_image, data, self.limits, limiter=self._decode_limiter)
+    async def validate_image(self, data: bytes) -> None:
+        """The header checks (`check_header`), in a thread; raises the domain error if the
+        upload is unusable. The pixels are decoded once, by the worker: a file whose header
+        is fine but whose data is corrupt gets the same error from there."""
+        await run_sync(check_header, data, self.limits, limiter=self._decode_limiter)
 
     async def ensure_capacity(self, queue: str) -> None:
         depth = await self.store(queues.depth(queue))

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The local serving stack (`make up` runs it after training):
 #   Redis        started here only if none answers at CATDOG_REDIS_URL
-#   worker(s)    WORKERS Celery workers (default 1), WORKER_CONCURRENCY processes each (2);
-#                worker N exports its metrics on WORKER_METRICS_PORT + N - 1 (9100, 9101, ...)
+#   workers      one realtime worker for /predict: REALTIME_THREADS task threads (16) in one
+#                process whose requests share micro-batched forward passes; and BULK_WORKERS
+#                bulk workers (1) for jobs, BULK_CONCURRENCY processes each (1), at nice
+#                BULK_NICE (10) so /predict gets the CPU first. The realtime worker exports
+#                its metrics on WORKER_METRICS_PORT (9100), bulk worker N on 9100 + N.
 #   gateway      http://127.0.0.1:8000 (GATEWAY_PORT), metrics at /metrics
 #   Flower       http://127.0.0.1:5555 (FLOWER_PORT), basic auth CATDOG_FLOWER_BASIC_AUTH
 # Every process gets its own process group and a pid file in run/; Ctrl-C here, or
@@ -14,8 +17,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 RUN_DIR=run
 LOG_DIR=$RUN_DIR/logs
-WORKERS=${WORKERS:-1}
-WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
+REALTIME_THREADS=${REALTIME_THREADS:-16}
+BULK_WORKERS=${BULK_WORKERS:-1}
+BULK_CONCURRENCY=${BULK_CONCURRENCY:-1}
+BULK_NICE=${BULK_NICE:-10}
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
 FLOWER_PORT=${FLOWER_PORT:-5555}
 WORKER_METRICS_PORT=${WORKER_METRICS_PORT:-9100}
@@ -47,6 +52,11 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
+setting() {  # the value of one field of common.settings (secrets revealed)
+  python -c 'import sys; from common.settings import get_settings
+v = getattr(get_settings(), sys.argv[1]); print(getattr(v, "get_secret_value", lambda: v)())' "$1"
+}
+
 redis_answers() {
   python - "$CATDOG_REDIS_URL" <<'PY' 2>/dev/null
 import sys, redis
@@ -69,21 +79,28 @@ else
   redis_answers || { echo "catdog: redis-server did not start; see $LOG_DIR/redis.log" >&2; exit 1; }
 fi
 
-for i in $(seq "$WORKERS"); do
+start_worker() {  # start_worker NAME METRICS_PORT NICE CELERY-ARGS...
   # Each worker's pool processes write their metrics under a directory of its own, which its
   # main process merges on its own port; prometheus_client reads the variable at import, so
   # it is set for this worker's processes only (not Flower, not the gateway).
-  metrics_dir="$RUN_DIR/prometheus/worker$i"
+  local name=$1 port=$2 nice=$3
+  shift 3
+  local metrics_dir="$RUN_DIR/prometheus/$name"
   rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
-  start "worker$i" env PROMETHEUS_MULTIPROC_DIR="$PWD/$metrics_dir" \
-    CATDOG_WORKER_METRICS_PORT=$((WORKER_METRICS_PORT + i - 1)) \
-    celery -A worker.celery_app:app worker \
-    --concurrency "$WORKER_CONCURRENCY" --hostname "worker$i@%h" --loglevel INFO
+  start "$name" env PROMETHEUS_MULTIPROC_DIR="$PWD/$metrics_dir" \
+    CATDOG_WORKER_METRICS_PORT="$port" CATDOG_WORKER_NICE="$nice" \
+    celery -A worker.celery_app:app worker --hostname "$name@%h" --loglevel INFO "$@"
+}
+start_worker realtime "$WORKER_METRICS_PORT" 0 -Q "$(setting realtime_queue)" \
+  --pool threads --concurrency "$REALTIME_THREADS"
+for i in $(seq "$BULK_WORKERS"); do
+  start_worker "bulk$i" $((WORKER_METRICS_PORT + i)) "$BULK_NICE" \
+    -Q "$(setting bulk_queue)" --concurrency "$BULK_CONCURRENCY"
 done
 # API keys on (the default): reuse or make the local key, so the page and the client work.
 api_key="$(python scripts/local-api-key.py)"
 start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
-auth=$(python -c 'from common.settings import get_settings; print(get_settings().flower_basic_auth.get_secret_value())')
+auth=$(setting flower_basic_auth)
 start flower celery -A worker.celery_app:app flower --address=127.0.0.1 --port="$FLOWER_PORT" \
   --basic-auth="$auth"
 

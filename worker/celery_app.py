@@ -1,12 +1,18 @@
 """The worker's Celery app: `celery -A worker.celery_app:app worker -Q realtime,bulk`.
 
-CPU: the prefork pool, one model per child, torch threads = cores / children, children
-recycled past `worker_max_memory_per_child_kb`. GPU: one `-P solo` worker per GPU
-(`CUDA_VISIBLE_DEVICES=N`), so CUDA is only ever initialised in the process that uses it.
-Both kinds can consume the same queues.
+Three shapes, one code path:
+- Realtime (`-Q realtime -P threads -c 16`): one process, one model, 16 task threads whose
+  /predict images share micro-batched forward passes (worker.batcher); torch gets every core.
+- Bulk (`-Q bulk -c 1`, `CATDOG_WORKER_NICE=10`): prefork, one model per child, torch threads
+  = cores / children, children recycled past `worker_max_memory_per_child_kb`; its nice value
+  hands the CPU to the realtime worker whenever /predict has work.
+- GPU: one `-P solo` (or `-P threads`) worker per GPU (`CUDA_VISIBLE_DEVICES=N`), so CUDA is
+  only ever initialised in the process that uses it.
+A worker started without -Q consumes both queues.
 
 Importing this module opens no connection and does not import torch (the health check and
-the reload command import it); the model loads in `worker_process_init`.
+the reload command import it); the model loads in `worker_process_init` (prefork children,
+solo), or in the main process before it consumes anything (threads).
 
 Metrics: the main process serves every pool process's metrics on
 `settings.worker_metrics_port` (worker/metrics.py, prometheus_client multiprocess mode);
@@ -14,6 +20,7 @@ Metrics: the main process serves every pool process's metrics on
 """
 
 import logging
+import os
 from typing import Any
 
 from celery import signals
@@ -55,19 +62,29 @@ def _count_task_failure(
     metrics.observe_task_failure(str(name), type(exception).__name__ if exception else "unknown")
 
 
+def _pool_kind(pool: Any) -> str:
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
+    if "solo" in name:
+        return "solo"
+    return "threads" if "thread" in name else "prefork"
+
+
 @signals.celeryd_after_setup.connect
 def _remember_identity(sender: str, instance: Any, **_: Any) -> None:
     # Runs in the main process after -Q is applied and before the pool forks.
-    pool = instance.pool_cls
-    pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
-    runtime.set_identity(
-        runtime.Identity(
-            hostname=sender,
-            queues=sorted(instance.app.amqp.queues.consume_from),
-            concurrency=int(instance.concurrency or 1),
-            pool="solo" if "solo" in pool_name else "prefork",
-        )
+    settings = get_settings()
+    if settings.worker_nice:  # inherited by every pool process
+        os.nice(settings.worker_nice)
+    identity = runtime.Identity(
+        hostname=sender,
+        queues=sorted(instance.app.amqp.queues.consume_from),
+        concurrency=int(instance.concurrency or 1),
+        pool=_pool_kind(instance.pool_cls),
     )
+    runtime.set_identity(identity)
+    if identity.pool == "threads":
+        # The task threads share this process's model: load it before consuming anything.
+        runtime.start_model_host(settings, hostname=sender)
 
 
 @signals.worker_process_init.connect

@@ -1,7 +1,7 @@
 """The inference engine: one loaded model on one device, batched forward passes.
 
 The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
-the caller), `common.ml.preprocessing.preprocess_batch`, the model, and the softmax at the
+the caller), `common.ml.preprocessing.eval_transform`, the model, and the softmax at the
 checkpoint's temperature (`common.ml.calibration.calibrated_probabilities`). Where the
 checkpoint keeps its ImageNet head, each answer also says whether the photo looks like a cat
 or a dog at all (`common.ml.open_set`).
@@ -15,7 +15,7 @@ from PIL import Image
 from common.ml.calibration import calibrated_probabilities
 from common.ml.loading import LoadedModel
 from common.ml.open_set import classify, looks_like_a_pet
-from common.ml.preprocessing import preprocess_batch
+from common.ml.preprocessing import eval_transform
 from common.wire import Classification, ModelRef
 
 
@@ -36,22 +36,32 @@ class InferenceEngine:
             pet_threshold if pet_threshold is not None else loaded.config.pet_threshold
         )
         self.model = ModelRef(loaded.name, loaded.version)
+        self._transform = eval_transform(loaded.config)
         loaded.model.to(self.device).eval()
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """One decoded image as the (3, S, S) tensor the model takes (the evaluation
+        transform); safe to call from several threads at once."""
+        return self._transform(image)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
         """One prediction per image, in order, computed `batch_size` images at a time."""
         predictions: list[Classification] = []
         for start in range(0, len(images), self.batch_size):
-            batch = preprocess_batch(images[start : start + self.batch_size], self.loaded.config)
-            logits, pets = classify(self.loaded.model, batch.to(self.device))  # (B, C), (B,)
-            temperature = self.loaded.config.temperature
-            probabilities = calibrated_probabilities(logits, temperature).cpu().tolist()  # (B, C)
-            pet_list = [None] * len(probabilities) if pets is None else pets.cpu().tolist()
-            predictions += [
-                self._prediction(row, pet) for row, pet in zip(probabilities, pet_list, strict=True)
-            ]
+            chunk = images[start : start + self.batch_size]
+            predictions += self.predict_prepared([self.prepare(image) for image in chunk])
         return predictions
+
+    @torch.inference_mode()
+    def predict_prepared(self, tensors: Sequence[torch.Tensor]) -> list[Classification]:
+        """One forward pass over tensors from `prepare`."""
+        batch = torch.stack(list(tensors)).to(self.device)
+        logits, pets = classify(self.loaded.model, batch)  # (B, C), (B,)
+        probabilities = calibrated_probabilities(logits, self.loaded.config.temperature)
+        rows = probabilities.cpu().tolist()  # (B, C)
+        pet_list = [None] * len(rows) if pets is None else pets.cpu().tolist()
+        return [self._prediction(row, pet) for row, pet in zip(rows, pet_list, strict=True)]
 
     def _prediction(self, row: list[float], pet: float | None) -> Classification:
         best = max(range(len(row)), key=row.__getitem__)
@@ -68,7 +78,9 @@ class InferenceEngine:
         )
 
     def warm_up(self) -> None:
-        """One full batch through the model, so the first real request pays no set-up cost."""
+        self.predict(self.warm_up_images())
+
+    def warm_up_images(self) -> list[Image.Image]:
+        """A small batch of blank photos: run once, so the first request pays no set-up cost."""
         size = self.loaded.config.image_size
-        blank = Image.new("RGB", (size, size), (127, 127, 127))
-        self.predict([blank] * min(self.batch_size, 4))
+        return [Image.new("RGB", (size, size), (127, 127, 127))] * min(self.batch_size, 4)

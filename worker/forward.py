@@ -39,6 +39,22 @@ def timed_predict(
     return predictions
 
 
+class CountedEngine:
+    """An engine whose forward passes are counted in the metrics of `queue`: the realtime
+    path of a process that answers one request at a time (prefork child, solo)."""
+
+    def __init__(self, engine: Engine, queue: str) -> None:
+        self.engine = engine
+        self.queue = queue
+
+    @property
+    def model(self) -> ModelRef:
+        return self.engine.model
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
+        return timed_predict(self.engine, images, self.queue)
+
+
 def observe_prediction(queue: str, found: Classification) -> None:
     metrics.observe_prediction(
         queue, found.label, found.probability, found.model.name, found.model.version

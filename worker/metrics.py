@@ -77,6 +77,12 @@ QUEUE_WAIT_SECONDS = Histogram(
     ["queue"],
     buckets=WAIT_BUCKETS,
 )
+BATCH_WAIT_SECONDS = Histogram(
+    "catdog_worker_batch_wait_seconds",
+    "Time a micro-batch's first request waited in the batcher before its forward pass, by queue",
+    ["queue"],
+    buckets=LATENCY_BUCKETS,
+)
 BATCH_SIZE = Histogram(
     "catdog_worker_batch_size",
     "Images per forward pass, by queue",
@@ -150,10 +156,13 @@ _model_lock = threading.Lock()
 # --- what the worker code calls ------------------------------------------------------------
 
 
-def observe_batch(queue: str, size: int, seconds: float) -> None:
-    """One forward pass of `size` images that took `seconds`."""
+def observe_batch(queue: str, size: int, seconds: float, gathered_s: float | None = None) -> None:
+    """One forward pass of `size` images that took `seconds`; a micro-batch also says how
+    long its first request waited to be gathered (`gathered_s`)."""
     if size <= 0:
         return
+    if gathered_s is not None:
+        BATCH_WAIT_SECONDS.labels(queue).observe(max(0.0, gathered_s))
     BATCH_SIZE.labels(queue).observe(size)
     BATCH_SECONDS.labels(queue).observe(seconds)
     per_item = INFERENCE_SECONDS.labels(queue)

@@ -1,5 +1,7 @@
 """The body of the /predict task, as a plain function of a store and an engine (testable
-without Celery): read the upload, classify it, push the answer for the waiting gateway."""
+without Celery): read the upload, decode it, classify it, push the answer for the waiting
+gateway. In a threaded realtime worker many of these run at once and the engine
+(`worker.engine.BatchedEngine`) gathers their images into shared forward passes."""
 
 import logging
 import time
@@ -11,7 +13,7 @@ from common.store import predict_mailbox
 from common.store.ops import Store
 from common.wire import ItemError, PredictReply
 from worker import metrics
-from worker.forward import Engine, elapsed_ms, observe_prediction, observe_queue_wait, timed_predict
+from worker.forward import Engine, elapsed_ms, observe_prediction, observe_queue_wait
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ def serve_prediction(
     try:
         engine = engine_of()
         image = decode_image(data, limits).image
-        found = timed_predict(engine, [image], queue)[0]
+        # The engine counts its forward passes: with micro-batching one pass answers many.
+        found = engine.predict([image])[0]
     except CatDogError as exc:
         reply = PredictReply(error=ItemError(reason=exc.reason, message=exc.message))
         metrics.observe_item_failure(queue, exc.reason)

@@ -33,6 +33,8 @@ from common.store import model_generation, workers
 from common.store.ops import Store
 from common.wire import Heartbeat, WorkerState
 from worker import metrics
+from worker.batcher import BatchedEngine
+from worker.forward import CountedEngine, Engine
 
 if TYPE_CHECKING:
     from worker.engine import InferenceEngine
@@ -49,7 +51,12 @@ class Identity:
     hostname: str = "celery@unknown"
     queues: list[str] = field(default_factory=list)
     concurrency: int = 1
-    pool: str = "prefork"
+    pool: str = "prefork"  # "prefork", "solo" or "threads"
+
+    @property
+    def model_processes(self) -> int:
+        """Processes that each hold a model: every prefork child, else the one process."""
+        return self.concurrency if self.pool == "prefork" else 1
 
 
 _identity = Identity()
@@ -86,13 +93,13 @@ def select_device(settings: Settings, identity: Identity) -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
-        if identity.pool != "solo" and identity.concurrency > 1:
+        if identity.model_processes > 1:
             log.warning(
                 "several processes share one GPU; run one solo worker per GPU (-P solo)",
                 extra={"concurrency": identity.concurrency},
             )
     else:
-        torch.set_num_threads(settings.worker_threads or cpu_threads(identity.concurrency))
+        torch.set_num_threads(settings.worker_threads or cpu_threads(identity.model_processes))
     return device
 
 
@@ -109,6 +116,7 @@ class ModelHost:
         self.error: str | None = None
         self.generation = 0
         self._engine: InferenceEngine | None = None
+        self._realtime: Engine | None = None
         self._stopped = threading.Event()
         self._reloading = threading.Lock()
         self._last_attempt = 0.0
@@ -123,28 +131,64 @@ class ModelHost:
         self.generation = self._safe(lambda: self.store(model_generation.current()), 0)
         self._heartbeat_thread.start()
         with self._reloading:
-            self._load()
+            if self.identity.pool != "threads":
+                self._load()
+                return
+            # A threaded worker's model is driven by its batcher thread. Loaded by the main
+            # thread, the same model ran its forward passes there at half speed (measured with
+            # torch 2.14 on 2 cores, bench/README.md); loaded by any other thread, at full speed.
+            loader = threading.Thread(target=self._load, name="model-load")
+            loader.start()
+            loader.join()
 
     def stop(self) -> None:
         self._stopped.set()
+        if isinstance(self._realtime, BatchedEngine):
+            self._realtime.close()
         if self._heartbeat_thread.is_alive():  # so no beat lands after the forget below
             self._heartbeat_thread.join(timeout=5)
         self._safe(lambda: self.store(workers.forget(self.worker_id)), None)
 
     # the model
     def engine(self) -> InferenceEngine:
-        engine = self._engine
-        if engine is None:
-            # A process whose first load failed tries again, at most every 10 s.
-            if time.monotonic() - self._last_attempt > 10 and self._reloading.acquire(False):
-                try:
-                    self._load()
-                finally:
-                    self._reloading.release()
-            engine = self._engine
-        if engine is None:
+        """The model for bulk work: batches of `batch_size` in the calling thread."""
+        self._retry_failed_load()
+        if self._engine is None:
             raise ModelNotAvailableError(f"no model loaded in this worker: {self.error}")
-        return engine
+        return self._engine
+
+    def realtime_engine(self) -> Engine:
+        """The model for /predict: concurrent callers share micro-batched forward passes."""
+        self._retry_failed_load()
+        if self._realtime is None:
+            raise ModelNotAvailableError(f"no model loaded in this worker: {self.error}")
+        return self._realtime
+
+    def _realtime_face(self, engine: InferenceEngine) -> Engine:
+        """A threaded worker micro-batches /predict; a process that answers one request at a
+        time (prefork child, solo) runs each alone. Either way the engine is warm after."""
+        queue = self.settings.realtime_queue
+        if self.identity.pool != "threads":
+            engine.warm_up()
+            return CountedEngine(engine, queue)
+        batched = BatchedEngine(
+            engine, self.settings.max_batch_size, self.settings.max_wait_ms, queue
+        )
+        try:  # through the batcher: its thread must be the only one driving the model
+            batched.predict(engine.warm_up_images())
+        except BaseException:
+            batched.close()
+            raise
+        return batched
+
+    def _retry_failed_load(self) -> None:
+        # A process whose first load failed tries again, at most every 10 s.
+        due = time.monotonic() - self._last_attempt > 10
+        if self._engine is None and due and self._reloading.acquire(False):
+            try:
+                self._load()
+            finally:
+                self._reloading.release()
 
     def _load(self, generation: int | None = None) -> bool:
         from common.ml.loading import load_model
@@ -159,7 +203,7 @@ class ModelHost:
             engine = InferenceEngine(
                 loaded, self.device, self.settings.batch_size, self.settings.pet_threshold
             )
-            engine.warm_up()
+            realtime = self._realtime_face(engine)
         except Exception as exc:
             metrics.observe_model_load(time.perf_counter() - started, ok=False)
             self.error = str(exc)
@@ -174,7 +218,10 @@ class ModelHost:
             )
             self._beat()
             return False
-        self._engine = engine
+        previous = self._realtime
+        self._engine, self._realtime = engine, realtime
+        if isinstance(previous, BatchedEngine):  # it answers what it holds, then stops
+            previous.close()
         self.state = "ready"
         self.error = None
         if generation is not None:

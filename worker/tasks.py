@@ -44,7 +44,7 @@ def predict(
     try:
         realtime.serve_prediction(
             _store(),
-            lambda: runtime.model_host().engine(),
+            lambda: runtime.model_host().realtime_engine(),
             prediction_id,
             ImageLimits.from_settings(settings),
             queue=settings.realtime_queue,

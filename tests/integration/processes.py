@@ -147,11 +147,16 @@ def _env_value(value: Any) -> str:
 
 
 def start_worker(
-    name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, pool: str = "prefork"
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    concurrency: int = 1,
+    pool: str = "prefork",
+    queues: str | None = None,
 ) -> Process:
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker"]
-    # No -Q: the worker consumes the queues its settings name, as in compose.
-    argv += ["-c", str(concurrency), "-P", pool]
+    # Without `queues` (-Q) the worker consumes both queues its settings name.
+    argv += ["-c", str(concurrency), "-P", pool, *(["-Q", queues] if queues else [])]
     argv += ["--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle"]
     argv += ["--without-gossip"]
     metrics_dir = log_dir / f"{name}-prometheus"
@@ -230,14 +235,21 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=timeout_s)
 
     def add_worker(
-        self, name: str, concurrency: int = 1, wait: bool = True, **settings: Any
+        self,
+        name: str,
+        concurrency: int = 1,
+        wait: bool = True,
+        pool: str = "prefork",
+        queues: str | None = None,
+        **settings: Any,
     ) -> Process:
-        """Start a worker; with `wait`, return once each of its processes has a model."""
+        """Start a worker; with `wait`, return once each of its processes has a model (a
+        threads pool has one, shared by its task threads)."""
         env = {**self.env, **{f"CATDOG_{k.upper()}": str(v) for k, v in settings.items()}}
-        proc = start_worker(name, env, self.log_dir, concurrency)
+        proc = start_worker(name, env, self.log_dir, concurrency, pool, queues)
         self.processes.append(proc)
         if wait:
-            wait_for_worker(self.redis_url, name, concurrency, proc)
+            wait_for_worker(self.redis_url, name, concurrency if pool == "prefork" else 1, proc)
         return proc
 
     def wait_until_quiet(self, timeout_s: float = 30.0) -> None:

@@ -1,13 +1,18 @@
 """The /predict task body with a fake engine against a real Redis: the answer reaches the
 mailbox, a bad image or a missing model answers an error, an abandoned request is skipped."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from common.errors import ModelNotAvailableError
 from common.store import keys
 from common.store.ops import Store
 from common.wire import PredictReply
+from tests.integration.processes import wait_until
 from tests.unit.worker.fakes import FAKE_MODEL, LIMITS, FakeEngine, counted, jpeg
+from worker.batcher import BatchedEngine
+from worker.forward import CountedEngine
 from worker.realtime import serve_prediction
 
 
@@ -42,8 +47,36 @@ def test_serve_prediction_skips_an_abandoned_request(store: Store) -> None:
     assert not store.redis.exists(keys.predict_reply("timed-out"))
 
 
-def test_serve_prediction_counts_one_batch_of_one(store: Store) -> None:
+def test_concurrent_predictions_share_a_counted_forward_pass(store: Store) -> None:
+    """Predictions that arrive while a pass runs are answered together by the next one, and
+    the batch-size histogram and the batcher's wait count real passes, not requests."""
+    gate, running = threading.Event(), threading.Event()
+    fake = FakeEngine(on_batch=lambda: (running.set(), gate.wait(5)))
+    engine = BatchedEngine(fake, max_batch_size=8, max_wait_ms=0, queue="realtime")
+    before = counted("catdog_worker_batch_size_count", queue="realtime")
+    waits_before = counted("catdog_worker_batch_wait_seconds_count", queue="realtime")
+    pids = [f"batched-{n}" for n in range(5)]
+    for pid in pids:
+        store.redis.set(keys.predict_image(pid), jpeg())
+    with ThreadPoolExecutor(len(pids)) as pool:
+        first = pool.submit(serve_prediction, store, lambda: engine, pids[0], LIMITS)
+        assert running.wait(5)  # the first pass is running and held
+        rest = [pool.submit(serve_prediction, store, lambda: engine, p, LIMITS) for p in pids[1:]]
+        wait_until(lambda: engine.batcher.waiting() == 4, 5, "four queued predictions")
+        gate.set()
+        replies = [f.result(10) for f in (first, *rest)]
+    engine.close()
+    assert all(r is not None and r.prediction is not None for r in replies)
+    assert fake.batches == [1, 4]
+    assert counted("catdog_worker_batch_size_count", queue="realtime") == before + 2
+    assert counted("catdog_worker_batch_wait_seconds_count", queue="realtime") == waits_before + 2
+
+
+def test_a_process_without_batching_counts_each_prediction_as_a_pass_of_one(
+    store: Store,
+) -> None:
+    engine = CountedEngine(FakeEngine(), "realtime")
     before = counted("catdog_worker_batch_size_count", queue="realtime")
     store.redis.set(keys.predict_image("timed"), jpeg())
-    serve_prediction(store, FakeEngine, "timed", LIMITS, enqueued_at=time.time())
+    serve_prediction(store, lambda: engine, "timed", LIMITS, enqueued_at=time.time())
     assert counted("catdog_worker_batch_size_count", queue="realtime") == before + 1

@@ -1,0 +1,118 @@
+"""The in-process ceiling: what this machine can do with the served model and no service.
+
+Loads the model exactly as a worker does (`common.ml.loading.load_model` on the settings'
+`model_uri`), then times, on photos of ../shared/data/kaggle-dogs-vs-cats:
+- decode + preprocess alone (`decode_image` + the engine's `prepare`), one thread;
+- the forward pass alone on prepared tensors, by batch size;
+- decode + preprocess + forward, by batch size (what a worker does per batch).
+
+    python bench/ceiling.py --threads 2 --photos 192            # one process, a table
+    python bench/ceiling.py --threads 1 --batch 4 --json        # one line of JSON (the harness)
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KAGGLE = ROOT.parent / "shared" / "data" / "kaggle-dogs-vs-cats" / "train"
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def photos(count: int, offset: int = 0) -> list[Path]:
+    """`count` Kaggle photos, cats and dogs alternating, starting at `offset` of each."""
+    cats = sorted(KAGGLE.glob("cat.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
+    dogs = sorted(KAGGLE.glob("dog.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
+    paired = [p for pair in zip(cats[offset:], dogs[offset:], strict=False) for p in pair]
+    if len(paired) < count:
+        raise SystemExit(f"only {len(paired)} photos in {KAGGLE}; asked for {count}")
+    return paired[:count]
+
+
+def load_engine(threads: int, batch_size: int = 32) -> Any:
+    import torch
+
+    from common.ml.loading import load_model
+    from common.settings import get_settings
+    from worker.engine import InferenceEngine
+
+    torch.set_num_threads(threads)
+    settings = get_settings()
+    loaded = load_model(settings.model_uri, settings.mlflow_tracking_uri, "cpu")
+    engine = InferenceEngine(loaded, "cpu", batch_size)
+    engine.warm_up()
+    return engine
+
+
+def _rate(count: int, seconds: float) -> dict[str, float]:
+    return {
+        "images_per_s": round(count / seconds, 2),
+        "ms_per_image": round(1000 * seconds / count, 3),
+    }
+
+
+def measure(engine: Any, datas: list[bytes], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    from common.imaging import decode_image
+
+    started = time.perf_counter()
+    prepared = [engine.prepare(decode_image(data).image) for data in datas]
+    preprocess = _rate(len(datas), time.perf_counter() - started)
+
+    forward: dict[str, Any] = {}
+    full: dict[str, Any] = {}
+    for size in batch_sizes:
+        engine.predict_prepared(prepared[:size])  # this batch shape, once, untimed
+        started = time.perf_counter()
+        for start in range(0, len(prepared), size):
+            engine.predict_prepared(prepared[start : start + size])
+        forward[str(size)] = _rate(len(prepared), time.perf_counter() - started)
+
+        started = time.perf_counter()
+        for start in range(0, len(datas), size):
+            chunk = datas[start : start + size]
+            engine.predict_prepared([engine.prepare(decode_image(d).image) for d in chunk])
+        elapsed = time.perf_counter() - started
+        full[str(size)] = {
+            **_rate(len(datas), elapsed),
+            "batch_ms": round(1000 * elapsed * size / len(datas), 2),
+        }
+    return {"preprocess": preprocess, "forward": forward, "full": full}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--photos", type=int, default=192)
+    parser.add_argument("--offset", type=int, default=0, help="first photo of each class")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    engine = load_engine(args.threads)
+    datas = [p.read_bytes() for p in photos(args.photos, args.offset)]
+    result = {
+        "threads": args.threads,
+        "photos": len(datas),
+        "model": f"{engine.model.name} v{engine.model.version}",
+        "arch": engine.loaded.config.arch,
+        "image_size": engine.loaded.config.image_size,
+        **measure(engine, datas, tuple(args.batch or BATCH_SIZES)),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} ({result['arch']}), {args.threads} thread(s), {len(datas)} photos")
+    print(f"decode + preprocess alone: {result['preprocess']['images_per_s']} img/s")
+    print("batch  forward img/s  full img/s  full ms/batch")
+    for size in result["full"]:
+        f, g = result["forward"][size], result["full"][size]
+        print(f"{size:>5}  {f['images_per_s']:>13}  {g['images_per_s']:>10}  {g['batch_ms']:>13}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Load for the serving harness: /predict at a fixed concurrency, one bulk job from its first
+byte to its last result, and the resident memory of the processes under test."""
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common.wire import TERMINAL
+
+ENDED = {status.value for status in TERMINAL}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
+    ms = [1000 * s for s in latencies_s]
+    return {
+        "p50_ms": round(statistics.median(ms), 2) if ms else float("nan"),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+    }
+
+
+@dataclass
+class PredictRun:
+    concurrency: int
+    latencies_s: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        ok = self.statuses.get(200, 0)
+        return {
+            "concurrency": self.concurrency,
+            "requests": sum(self.statuses.values()),
+            "ok": ok,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "images_per_s": round(ok / self.seconds, 2) if self.seconds else 0.0,
+            **latency_summary(self.latencies_s),
+        }
+
+
+async def predict_load(
+    url: str,
+    datas: Sequence[bytes],
+    concurrency: int,
+    requests: int,
+    headers: dict[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> PredictRun:
+    """`requests` POST /predict calls, `concurrency` at a time, cycling through `datas`
+    (or, with `stop`, until it is set)."""
+    run = PredictRun(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    counter = iter(range(10**9 if stop else requests))
+
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60
+    ) as client:
+
+        async def one_caller() -> None:
+            for n in counter:
+                if stop is not None and stop.is_set():
+                    return
+                data = datas[n % len(datas)]
+                started = time.perf_counter()
+                response = await client.post("/predict", files={"file": ("photo.jpg", data)})
+                run.latencies_s.append(time.perf_counter() - started)
+                run.statuses[response.status_code] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_caller() for _ in range(concurrency)))
+        run.seconds = time.perf_counter() - started
+    return run
+
+
+@dataclass
+class JobRun:
+    total: int
+    upload_s: float
+    seconds: float  # first byte of the upload to the last result
+    done: int
+    failed: int
+    status: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "photos": self.total,
+            "upload_s": round(self.upload_s, 2),
+            "seconds": round(self.seconds, 2),
+            "images_per_s": round(self.done / self.seconds, 2),
+            "done": self.done,
+            "failed": self.failed,
+            "status": self.status,
+        }
+
+
+async def job_run(url: str, paths: Sequence[Path], headers: dict[str, str]) -> JobRun:
+    """Submit one job of `paths`, then poll until it ends."""
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
+        started = time.perf_counter()
+        response = await client.post("/jobs", files=files)
+        upload_s = time.perf_counter() - started
+        response.raise_for_status()
+        job_id = response.json()["job_id"]
+        while True:
+            body = (await client.get(f"/jobs/{job_id}", params={"limit": 1})).json()
+            if body["status"] in ENDED:
+                break
+            await asyncio.sleep(0.1)
+        seconds = time.perf_counter() - started
+    return JobRun(len(paths), upload_s, seconds, body["done"], body["failed"], body["status"])
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and every process below it (a worker's pool children)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in children.read_text().split()]
+            except OSError:  # the task ended meanwhile
+                continue
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children, in MB."""
+    total_kb = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total_kb / 1024, 1)

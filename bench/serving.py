@@ -1,0 +1,480 @@
+"""The serving harness (`make bench`, against the stack `make up` started): catdog against
+the in-process ceiling and against a peer-style server, on this machine, in one run.
+
+1. Ceiling: bench/ceiling.py in a fresh process with the served model (2 threads, batch
+   sizes 1-32), and two 1-thread processes at once at the best batch size.
+2. The running stack: /predict at concurrency 1, 8 and 32; one 1,000-photo job from the
+   first byte of its upload to its last result, with /predict (concurrency 1) running beside
+   it; gateway and worker resident memory before, during and after; worker memory over
+   10,000 predictions.
+3. The peer-style server (bench/peer_server.py), same model and preprocessing, at the same
+   concurrencies.
+
+Writes bench/results/<date>-serving-<machine>.json and .md, and the throughput and p95 plot
+(.png), and prints each target of the performance issue as met or not met.
+
+    python bench/serving.py                   # everything (about 15 minutes on 2 cores)
+    python bench/serving.py --quick           # fewer requests, for trying the harness
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from ceiling import KAGGLE, photos  # noqa: E402
+from load import job_run, predict_load, rss_mb  # noqa: E402
+from reporting import RESULTS, write_results  # noqa: E402
+
+RUN = ROOT / "run"
+CONCURRENCIES = (1, 8, 32)
+
+
+def python() -> str:
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "commit": commit + ("+changes" if dirty else ""),
+    }
+
+
+def ceiling() -> dict[str, Any]:
+    """The in-process figures, each in a fresh process so the stack's state cannot help."""
+    script = str(BENCH / "ceiling.py")
+    one = json.loads(
+        subprocess.run(
+            [python(), script, "--threads", "2", "--json"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    best = max(one["full"], key=lambda size: one["full"][size]["images_per_s"])
+    pair = [
+        subprocess.Popen(
+            [
+                python(),
+                script,
+                "--threads",
+                "1",
+                "--batch",
+                best,
+                "--json",
+                "--offset",
+                str(200 * n),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    runs = [json.loads(p.communicate()[0]) for p in pair]
+    two_procs = round(sum(r["full"][best]["images_per_s"] for r in runs), 2)
+    return {
+        "one_process_2_threads": one,
+        "best_batch": int(best),
+        "best_one_process": one["full"][best]["images_per_s"],
+        "two_processes_1_thread": two_procs,
+        "best": max(one["full"][best]["images_per_s"], two_procs),
+        "batch1_ms": one["full"]["1"]["ms_per_image"],
+    }
+
+
+def pid_of(name: str) -> int | None:
+    path = RUN / f"{name}.pid"
+    return int(path.read_text()) if path.exists() else None
+
+
+def processes() -> dict[str, int]:
+    """The stack's processes (scripts/serve.sh's pid files): gateway and workers."""
+    found = {}
+    for path in sorted(RUN.glob("*.pid")):
+        if path.stem == "gateway" or path.stem.startswith(("realtime", "bulk", "worker")):
+            found[path.stem] = int(path.read_text())
+    return found
+
+
+def memory() -> dict[str, float]:
+    return {name: rss_mb(pid) for name, pid in processes().items()}
+
+
+class MemorySampler:
+    """Resident memory of the stack's processes every half second, in a thread."""
+
+    def __init__(self) -> None:
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(memory())
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak(self) -> dict[str, float]:
+        names = {name for sample in self.samples for name in sample}
+        return {n: max(s.get(n, 0.0) for s in self.samples) for n in sorted(names)}
+
+
+def bench_key() -> dict[str, str]:
+    """Headers for a key of the bench's own whose limits the load cannot reach."""
+    from client.keys import create_key
+    from common.settings import get_settings
+    from common.store.ops import Store
+
+    settings = get_settings()
+    if settings.auth == "off":
+        return {}
+    store = Store.from_url(settings.redis_url)
+    secret, _ = create_key(
+        store,
+        "bench",
+        expires_at=time.time() + 24 * 3600,
+        rate_limit_rps=100_000.0,
+        rate_limit_burst=100_000,
+        max_active_jobs=100,
+        max_stored_bytes=10 * 2**30,
+    )
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def curve(
+    url: str, datas: list[bytes], requests: dict[int, int], headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    points = []
+    asyncio.run(predict_load(url, datas, 4, 40, headers))  # warm connections and caches
+    for concurrency, count in requests.items():
+        run = asyncio.run(predict_load(url, datas, concurrency, count, headers))
+        points.append(run.summary())
+        print(f"  concurrency {concurrency}: {points[-1]}", flush=True)
+    return points
+
+
+async def job_beside_predict(
+    url: str, paths: list[Path], datas: list[bytes], headers: dict[str, str]
+) -> tuple[Any, Any]:
+    stop = asyncio.Event()
+
+    async def job() -> Any:
+        try:
+            return await job_run(url, paths, headers)
+        finally:
+            stop.set()
+
+    return await asyncio.gather(job(), predict_load(url, datas, 1, 0, headers, stop=stop))
+
+
+def stack(url: str, quick: bool, soak: int) -> dict[str, Any]:
+    headers = bench_key()
+    # /predict sends photos the job does not hold: cats and dogs numbered 500 to 599.
+    datas = [p.read_bytes() for p in photos(200, offset=500)]
+    scale = 4 if quick else 1
+    requests = {1: 200 // scale, 8: 400 // scale, 32: 800 // scale}
+    print("catdog /predict:", flush=True)
+    before = memory()
+    points = curve(url, datas, requests, headers)
+    job_photos = photos(200 if quick else 1000)
+    print(f"catdog: one {len(job_photos)}-photo job with /predict beside it", flush=True)
+    with MemorySampler() as sampler:
+        job, beside = asyncio.run(job_beside_predict(url, job_photos, datas, headers))
+    after = memory()
+    result: dict[str, Any] = {
+        "predict": points,
+        "job": job.summary(),
+        "predict_during_job": beside.summary(),
+        "memory_mb": {"before": before, "peak_during_job": sampler.peak(), "after": after},
+    }
+    print(
+        f"  job: {result['job']}\n  /predict beside it: {result['predict_during_job']}", flush=True
+    )
+    if soak:
+        print(f"catdog: {soak} predictions for worker memory", flush=True)
+        with MemorySampler() as soak_sampler:
+            run = asyncio.run(predict_load(url, datas, 32, soak, headers))
+        samples = soak_sampler.samples
+        result["soak"] = {
+            **run.summary(),
+            "memory_mb_first": samples[min(len(samples) - 1, 4)],  # after two seconds of load
+            "memory_mb_last": samples[-1],
+        }
+        print(f"  {result['soak']}", flush=True)
+    return result
+
+
+def peer(quick: bool) -> list[dict[str, Any]]:
+    with socket.socket() as probe:  # a free port for the peer server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [python(), str(BENCH / "peer_server.py"), "--port", str(port)], cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/livez", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        datas = [p.read_bytes() for p in photos(200, offset=500)]  # as for catdog
+        scale = 4 if quick else 1
+        print("peer-style server /predict:", flush=True)
+        return curve(url, datas, {1: 200 // scale, 8: 400 // scale, 32: 800 // scale}, {})
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def at(points: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    return next(p for p in points if p["concurrency"] == concurrency)
+
+
+def verdicts(
+    ceil: dict[str, Any], ours: dict[str, Any], theirs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    c1, c32 = at(ours["predict"], 1), at(ours["predict"], 32)
+    peer32 = at(theirs, 32)
+    job = ours["job"]
+    rows = [
+        (
+            "bulk: /jobs throughput >= 0.9 x ceiling",
+            job["images_per_s"] / ceil["best"],
+            0.9,
+            "ratio",
+        ),
+        (
+            "realtime: /predict c32 >= 0.7 x ceiling",
+            c32["images_per_s"] / ceil["best"],
+            0.7,
+            "ratio",
+        ),
+        (
+            "realtime: /predict c32 >= 3 x peer c32",
+            c32["images_per_s"] / peer32["images_per_s"],
+            3.0,
+            "ratio",
+        ),
+        (
+            "latency: c1 p50 <= in-process batch 1 + 5 ms",
+            c1["p50_ms"] - ceil["batch1_ms"],
+            5.0,
+            "max",
+        ),
+        (
+            "isolation: p95 during job <= 2 x idle p95",
+            ours["predict_during_job"]["p95_ms"] / c1["p95_ms"],
+            2.0,
+            "max",
+        ),
+        (
+            "memory: gateway < 200 MB during the job",
+            ours["memory_mb"]["peak_during_job"].get("gateway", 0.0),
+            200.0,
+            "max",
+        ),
+    ]
+    soak = ours.get("soak")
+    if soak:
+        growth = {
+            name: soak["memory_mb_last"].get(name, 0.0)
+            / max(1.0, soak["memory_mb_first"].get(name, 0.0))
+            for name in soak["memory_mb_first"]
+            if name != "gateway"
+        }
+        rows.append(
+            (
+                f"memory: workers flat over {soak['requests']} predictions (last/first <= 1.1)",
+                max(growth.values()),
+                1.1,
+                "max",
+            )
+        )
+    out = []
+    for what, value, bound, kind in rows:
+        met = value >= bound if kind == "ratio" else value <= bound
+        out.append({"target": what, "measured": round(value, 3), "bound": bound, "met": met})
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, ceil, ours, theirs = result["machine"], result["ceiling"], result["catdog"], result["peer"]
+    one = ceil["one_process_2_threads"]
+    lines = [
+        f"# Serving benchmark, {result['date']}",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; commit {m['commit']}; "
+        f"model {one['model']} ({one['arch']}, {one['image_size']} px). Settings: {result['settings']}.",
+        "",
+        "## In-process ceiling (one process, 2 threads)",
+        "",
+        f"Decode + preprocess alone, 1 thread: {one['preprocess']['images_per_s']} img/s.",
+        "",
+        "| batch | forward alone img/s | decode + preprocess + forward img/s | ms per batch |",
+        "| --- | --- | --- | --- |",
+    ]
+    for size, full in one["full"].items():
+        lines.append(
+            f"| {size} | {one['forward'][size]['images_per_s']} | {full['images_per_s']} | {full['batch_ms']} |"
+        )
+    lines += [
+        "",
+        f"Best batch {ceil['best_batch']}: {ceil['best_one_process']} img/s in one process; two "
+        f"1-thread processes together: {ceil['two_processes_1_thread']} img/s. Ceiling used "
+        f"below: **{ceil['best']} img/s**; in-process batch-1 latency {ceil['batch1_ms']} ms.",
+        "",
+        "## /predict through the stack and the peer-style server",
+        "",
+        "| concurrency | catdog img/s | catdog p50 / p95 / p99 ms | peer img/s | peer p50 / p95 / p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for ourp, theirp in zip(ours["predict"], theirs, strict=True):
+        lines.append(
+            f"| {ourp['concurrency']} | {ourp['images_per_s']} | {ourp['p50_ms']} / {ourp['p95_ms']} / {ourp['p99_ms']} "
+            f"| {theirp['images_per_s']} | {theirp['p50_ms']} / {theirp['p95_ms']} / {theirp['p99_ms']} |"
+        )
+    job, beside, mem = ours["job"], ours["predict_during_job"], ours["memory_mb"]
+    lines += [
+        "",
+        f"**Bulk job**: {job['photos']} photos in {job['seconds']} s from the first byte of the "
+        f"upload to the last result ({job['images_per_s']} img/s; the upload itself "
+        f"{job['upload_s']} s), {job['done']} done, {job['failed']} failed.",
+        f"**/predict beside it** (concurrency 1): p50 {beside['p50_ms']} ms, p95 {beside['p95_ms']} ms "
+        f"over {beside['requests']} requests.",
+        f"**Resident memory (MB)**: before {mem['before']}, peak during the job "
+        f"{mem['peak_during_job']}, after {mem['after']}.",
+    ]
+    if "soak" in ours:
+        s = ours["soak"]
+        lines.append(
+            f"**{s['requests']} predictions at concurrency 32**: {s['images_per_s']} img/s; "
+            f"memory (MB) early {s['memory_mb_first']}, at the end {s['memory_mb_last']}."
+        )
+    lines += ["", "## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    for v in result["targets"]:
+        lines.append(f"| {v['target']} | {v['measured']} | {'yes' if v['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in (
+        ("catdog", result["catdog"]["predict"]),
+        ("peer-style server", result["peer"]),
+    ):
+        xs = [p["concurrency"] for p in points]
+        left.plot(xs, [p["images_per_s"] for p in points], marker="o", label=name)
+        right.plot(xs, [p["p95_ms"] for p in points], marker="o", label=name)
+    left.axhline(
+        result["ceiling"]["best"], linestyle="--", color="grey", label="in-process ceiling"
+    )
+    for axis, title in ((left, "throughput (img/s)"), (right, "p95 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent clients")
+        axis.set_title(f"/predict {title}")
+        axis.legend()
+    fig.suptitle(
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores, {result['date']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--quick", action="store_true", help="a quarter of the requests")
+    parser.add_argument(
+        "--soak", type=int, default=10_000, help="predictions for worker memory (0: skip)"
+    )
+    args = parser.parse_args()
+    if not KAGGLE.is_dir():
+        raise SystemExit(f"no photos at {KAGGLE}")
+    try:
+        httpx.get(f"{args.url}/readyz", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"catdog is not ready at {args.url} ({exc}); run `make up` first") from exc
+    from common.settings import get_settings
+
+    settings = get_settings()
+    result: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "settings": {
+            "max_batch_size": settings.max_batch_size,
+            "max_wait_ms": settings.max_wait_ms,
+            "batch_size": settings.batch_size,
+            "chunk_size": settings.chunk_size,
+            "realtime_threads": int(os.environ.get("REALTIME_THREADS", 16)),
+            "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 1)),
+        },
+    }
+    print("in-process ceiling...", flush=True)
+    result["ceiling"] = ceiling()
+    print(
+        f"  best {result['ceiling']['best']} img/s at batch {result['ceiling']['best_batch']}",
+        flush=True,
+    )
+    result["catdog"] = stack(args.url, args.quick, 0 if args.quick else args.soak)
+    result["peer"] = peer(args.quick)
+    result["targets"] = verdicts(result["ceiling"], result["catdog"], result["peer"])
+    name = f"serving-{result['machine']['cores']}core"
+    stem = write_results(name, result, markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    print(f"results: {stem}.json, .md, .png (under {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Dynamic micro-batching for /predict: the requests that a threaded realtime worker holds at
+once are gathered into one forward pass.
+
+One thread owns the forward pass. Callers (the pool's task threads) hand it one decoded
+image each and block on its answer. The batcher takes the first waiting item, then keeps
+taking until it holds `max_batch_size` items or `max_wait_ms` has passed since that first
+item arrived, whichever comes first, and runs them together. With `max_wait_ms=0` it never
+waits: it runs whatever is already queued, so a lone request pays nothing for batching while
+requests that arrive during a forward pass are gathered for the next one.
+
+`BatchedEngine` puts an engine behind the batcher. Torch-free: the engine
+(worker.engine.InferenceEngine) is handed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from PIL import Image
+
+from common.wire import Classification, ModelRef
+from worker import metrics
+from worker.forward import Engine
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# Run: items in, one answer per item out, in order.
+Run = Callable[[Sequence[In]], Sequence[Out]]
+# Told after each batch: its size, the first item's wait for it, the forward pass's seconds.
+OnBatch = Callable[[int, float, float], None]
+
+
+class BatcherClosedError(RuntimeError):
+    """The batcher stopped (its model was replaced or its process is shutting down)."""
+
+
+@dataclass
+class _Waiting(Generic[In, Out]):
+    item: In
+    future: Future[Out]
+    arrived: float
+
+
+class MicroBatcher(Generic[In, Out]):
+    def __init__(
+        self,
+        run: Callable[[Sequence[In]], Sequence[Out]],
+        max_batch_size: int,
+        max_wait_ms: float,
+        on_batch: OnBatch | None = None,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max(0.0, max_wait_ms) / 1000
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Waiting[In, Out] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: In) -> Future[Out]:
+        if self._closed.is_set():
+            raise BatcherClosedError("the batcher is closed")
+        future: Future[Out] = Future()
+        self._queue.put(_Waiting(item, future, time.perf_counter()))
+        return future
+
+    def waiting(self) -> int:
+        """Items queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    def __call__(self, item: In, timeout: float | None = None) -> Out:
+        """Submit one item and wait for its answer (or its exception)."""
+        return self.submit(item).result(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Answer what is queued, then stop the thread."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = self._gather(batch)
+            self._answer(batch)
+            if stopping:
+                self._drain()
+                return
+
+    def _gather(self, batch: list[_Waiting[In, Out]]) -> bool:
+        """Fill `batch` up to the size or the deadline; True when a close was seen."""
+        deadline = batch[0].arrived + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            try:
+                waiting = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                return False
+            if waiting is None:
+                return True
+            batch.append(waiting)
+        return False
+
+    def _drain(self) -> None:
+        rest: list[_Waiting[In, Out]] = []
+        while True:
+            try:
+                waiting = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if waiting is not None:
+                rest.append(waiting)
+        for start in range(0, len(rest), self.max_batch_size):
+            self._answer(rest[start : start + self.max_batch_size])
+
+    def _answer(self, batch: list[_Waiting[In, Out]]) -> None:
+        live = [w for w in batch if w.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            answers = self._run([w.item for w in live])
+            if len(answers) != len(live):
+                raise RuntimeError(f"{len(answers)} answers for {len(live)} items")
+        except Exception as exc:  # each caller sees the exception of its own batch
+            for w in live:
+                w.future.set_exception(exc)
+            return
+        self._observe(len(live), started - live[0].arrived, time.perf_counter() - started)
+        for w, answer in zip(live, answers, strict=True):
+            w.future.set_result(answer)
+
+    def _observe(self, size: int, wait_s: float, run_s: float) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(size, wait_s, run_s)
+        except Exception:  # metrics never fail an answer
+            log.exception("batch observer failed")
+
+
+class BatchedEngine:
+    """The realtime face of an engine (the `worker.forward.Engine` protocol): concurrent
+    callers' images are answered together by the batcher's thread, each pass counted in the
+    metrics of `queue`.
+
+    The batcher's thread runs the preprocessing and the forward pass, and it is the only
+    thread of the process that ever does (warm-up included): torch's OpenMP thread team
+    belongs to the thread that first uses it, and on this kind of CPU a second thread driving
+    a model that another thread warmed ran its forward passes at half speed (measured; see
+    bench/README.md). The callers' threads only decode.
+    """
+
+    def __init__(self, engine: Engine, max_batch_size: int, max_wait_ms: float, queue: str) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.batcher: MicroBatcher[Image.Image, Classification] = MicroBatcher(
+            engine.predict, max_batch_size, max_wait_ms, self._observe, "micro-batcher"
+        )
+
+    @property
+    def model(self) -> ModelRef:
+        return self.engine.model
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
+        futures = [self.batcher.submit(image) for image in images]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _observe(self, size: int, gathered_s: float, seconds: float) -> None:
+        metrics.observe_batch(self.queue, size, seconds, gathered_s)
