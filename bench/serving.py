@@ -384,8 +384,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"**Bulk job**: {job['photos']} photos in {job['seconds']} s from the first byte of the "
         f"upload to the last result ({job['images_per_s']} img/s; the upload itself "
         f"{job['upload_s']} s), {job['done']} done, {job['failed']} failed.",
-        f"**/predict beside it** (concurrency 1): p50 {beside['p50_ms']} ms, p95 {beside['p95_ms']} ms "
-        f"over {beside['requests']} requests.",
+        f"**The same job with /predict beside it** (concurrency 1, all the while): the job "
+        f"{ours['job_beside_predict']['images_per_s']} img/s; /predict p50 {beside['p50_ms']} ms, "
+        f"p95 {beside['p95_ms']} ms over {beside['requests']} requests.",
         f"**Resident memory (MB)**: before {mem['before']}, peak during the job "
         f"{mem['peak_during_job']}, after {mem['after']}.",
     ]

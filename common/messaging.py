@@ -69,9 +69,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
         "worker_proc_alive_timeout": settings.model_load_timeout_s,
         "worker_hijack_root_logger": False,
-        # Events for Flower.
+        # Events for Flower, from the workers (the /predict task sends none: worker/tasks.py).
+        # Publishers send no "task-sent" event: it would cost every /predict one more Redis
+        # round trip; Flower shows a task from the moment a worker receives it.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
     }
 
 

@@ -62,13 +62,15 @@ class Settings(BaseSettings):
     callback_secret: SecretStr = SecretStr("dev-callback-secret")
     callback_max_attempts: int = Field(default=5, gt=0)
 
-    # Worker runtime. Bulk: images per forward pass (a job's chunks hold `chunk_size`).
-    batch_size: int = Field(default=32, gt=0)
+    # Worker runtime. Bulk: images per forward pass (a job's chunks hold `chunk_size`); 4 ran
+    # fastest on a 2-core CPU, where 32 ran at less than half its speed (bench/README.md).
+    batch_size: int = Field(default=4, gt=0)
     # Realtime micro-batching (worker.batcher): the /predict requests a threaded realtime
-    # worker holds at once share one forward pass of at most `max_batch_size` images,
+    # worker holds at once share one forward pass of at most `max_batch_size` images
+    # (4: the best batch on a 2-core CPU, bench/README.md),
     # gathered for at most `max_wait_ms` after the first arrived (0: never wait; take what
     # is queued while the previous pass ran).
-    max_batch_size: int = Field(default=8, gt=0)
+    max_batch_size: int = Field(default=4, gt=0)
     max_wait_ms: float = Field(default=0.0, ge=0)
     # Added to a worker's nice value at start: a bulk worker at 10 leaves the CPU to the
     # realtime worker beside it whenever /predict has work.

@@ -25,6 +25,8 @@ from common.store.ops import AsyncStore
 RETRY_AFTER_S = 5
 # Seconds a blocking wait's socket outlives the wait itself.
 WAIT_MARGIN_S = 5
+# Seconds a passed queue-depth or worker check is reused (see Services._recently_ok).
+CHECK_REUSE_S = 1.0
 # Header checks at once, in threads off the event loop.
 DECODE_CONCURRENCY = 4
 
@@ -119,6 +121,7 @@ class Services:
         self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
         self.limits = ImageLimits.from_settings(settings)
         self._decode_limiter = anyio.CapacityLimiter(DECODE_CONCURRENCY)
+        self._passed: dict[tuple[str, str], float] = {}
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -132,6 +135,8 @@ class Services:
         await run_sync(check_header, data, self.limits, limiter=self._decode_limiter)
 
     async def ensure_capacity(self, queue: str) -> None:
+        if self._recently_ok(("capacity", queue)):
+            return
         depth = await self.store(queues.depth(queue))
         if depth >= self.settings.max_queue_depth:
             raise QueueFullError(
@@ -139,8 +144,19 @@ class Services:
                 f" retry in {RETRY_AFTER_S} s",
                 retry_after_s=RETRY_AFTER_S,
             )
+        self._passed[("capacity", queue)] = time.monotonic()
 
     async def ensure_worker(self, queue: str) -> None:
+        if self._recently_ok(("worker", queue)):
+            return
         verdict = workers.readiness(await self.store(workers.live()), [queue])
         if not verdict.ok:
             raise NoWorkerError(f"no worker with a loaded model serves the {queue} queue")
+        self._passed[("worker", queue)] = time.monotonic()
+
+    def _recently_ok(self, check: tuple[str, str]) -> bool:
+        # A check that passed is trusted for CHECK_REUSE_S: under load it would otherwise cost
+        # each request a Redis round trip for a verdict that changes every few seconds at most
+        # (heartbeats). A failed check is never reused, so recovery is seen at once.
+        passed = self._passed.get(check)
+        return passed is not None and time.monotonic() - passed < CHECK_REUSE_S

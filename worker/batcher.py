@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from PIL import Image
 
@@ -160,6 +160,12 @@ class MicroBatcher(Generic[In, Out]):
             self._on_batch(size, wait_s, run_s)
         except Exception:  # metrics never fail an answer
             log.exception("batch observer failed")
+
+
+class PassEngine(Engine, Protocol):
+    """An engine that can also run any number of images as one forward pass."""
+
+    def predict_pass(self, images: Sequence[Image.Image]) -> Sequence[Classification]: ...
 
 
 class BatchedEngine:

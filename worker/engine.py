@@ -49,9 +49,12 @@ class InferenceEngine:
         """One prediction per image, in order, computed `batch_size` images at a time."""
         predictions: list[Classification] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            predictions += self.predict_prepared([self.prepare(image) for image in chunk])
+            predictions += self.predict_pass(images[start : start + self.batch_size])
         return predictions
+
+    def predict_pass(self, images: Sequence[Image.Image]) -> list[Classification]:
+        """All of `images` in one forward pass, whatever `batch_size` says (micro-batches)."""
+        return self.predict_prepared([self.prepare(image) for image in images])
 
     @torch.inference_mode()
     def predict_prepared(self, tensors: Sequence[torch.Tensor]) -> list[Classification]:

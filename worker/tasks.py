@@ -35,7 +35,10 @@ def _store() -> Store:
     return Store.from_url(get_settings().redis_url)
 
 
-@app.task(name=PREDICT_TASK, ignore_result=True)
+# No task events for /predict (Flower shows job chunks and the workers): at tens of requests a
+# second, each one's received/started/succeeded events cost the worker's consumer thread as
+# much as the forward pass (profiled with py-spy). Prometheus and the logs count them.
+@app.task(name=PREDICT_TASK, ignore_result=True, send_events=False)
 def predict(
     prediction_id: str, request_id: str | None = None, enqueued_at: float | None = None
 ) -> None:
