@@ -220,19 +220,22 @@ def stack(url: str, quick: bool, soak: int) -> dict[str, Any]:
     before = memory()
     points = curve(url, datas, requests, headers)
     job_photos = photos(200 if quick else 1000)
-    print(f"catdog: one {len(job_photos)}-photo job with /predict beside it", flush=True)
+    print(f"catdog: one {len(job_photos)}-photo job alone", flush=True)
     with MemorySampler() as sampler:
-        job, beside = asyncio.run(job_beside_predict(url, job_photos, datas, headers))
+        job = asyncio.run(job_run(url, job_photos, headers))
+    print(f"  {job.summary()}", flush=True)
+    print("catdog: the same job again, /predict (concurrency 1) beside it", flush=True)
+    shared_job, beside = asyncio.run(job_beside_predict(url, job_photos, datas, headers))
     after = memory()
     result: dict[str, Any] = {
         "predict": points,
         "job": job.summary(),
+        "job_beside_predict": shared_job.summary(),
         "predict_during_job": beside.summary(),
         "memory_mb": {"before": before, "peak_during_job": sampler.peak(), "after": after},
     }
-    print(
-        f"  job: {result['job']}\n  /predict beside it: {result['predict_during_job']}", flush=True
-    )
+    print(f"  job: {result['job_beside_predict']}", flush=True)
+    print(f"  /predict: {result['predict_during_job']}", flush=True)
     if soak:
         print(f"catdog: {soak} predictions for worker memory", flush=True)
         with MemorySampler() as soak_sampler:
@@ -458,7 +461,7 @@ def main() -> int:
             "batch_size": settings.batch_size,
             "chunk_size": settings.chunk_size,
             "realtime_threads": int(os.environ.get("REALTIME_THREADS", 16)),
-            "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 1)),
+            "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 2)),
         },
     }
     print("in-process ceiling...", flush=True)

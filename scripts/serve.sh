@@ -3,9 +3,10 @@
 #   Redis        started here only if none answers at CATDOG_REDIS_URL
 #   workers      one realtime worker for /predict: REALTIME_THREADS task threads (16) in one
 #                process whose requests share micro-batched forward passes; and BULK_WORKERS
-#                bulk workers (1) for jobs, BULK_CONCURRENCY processes each (1), at nice
-#                BULK_NICE (10) so /predict gets the CPU first. The realtime worker exports
-#                its metrics on WORKER_METRICS_PORT (9100), bulk worker N on 9100 + N.
+#                bulk workers (1) for jobs, BULK_CONCURRENCY processes each (2; the cores
+#                shared among them, or BULK_THREADS torch threads each), at nice BULK_NICE
+#                (10) so /predict gets the CPU first. The realtime worker exports its
+#                metrics on WORKER_METRICS_PORT (9100), bulk worker N on 9100 + N.
 #   gateway      http://127.0.0.1:8000 (GATEWAY_PORT), metrics at /metrics
 #   Flower       http://127.0.0.1:5555 (FLOWER_PORT), basic auth CATDOG_FLOWER_BASIC_AUTH
 # Every process gets its own process group and a pid file in run/; Ctrl-C here, or
@@ -19,8 +20,9 @@ RUN_DIR=run
 LOG_DIR=$RUN_DIR/logs
 REALTIME_THREADS=${REALTIME_THREADS:-16}
 BULK_WORKERS=${BULK_WORKERS:-1}
-BULK_CONCURRENCY=${BULK_CONCURRENCY:-1}
+BULK_CONCURRENCY=${BULK_CONCURRENCY:-2}
 BULK_NICE=${BULK_NICE:-10}
+BULK_THREADS=${BULK_THREADS:-0}
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
 FLOWER_PORT=${FLOWER_PORT:-5555}
 WORKER_METRICS_PORT=${WORKER_METRICS_PORT:-9100}
@@ -79,22 +81,23 @@ else
   redis_answers || { echo "catdog: redis-server did not start; see $LOG_DIR/redis.log" >&2; exit 1; }
 fi
 
-start_worker() {  # start_worker NAME METRICS_PORT NICE CELERY-ARGS...
+start_worker() {  # start_worker NAME METRICS_PORT NICE TORCH-THREADS CELERY-ARGS...
   # Each worker's pool processes write their metrics under a directory of its own, which its
   # main process merges on its own port; prometheus_client reads the variable at import, so
   # it is set for this worker's processes only (not Flower, not the gateway).
-  local name=$1 port=$2 nice=$3
-  shift 3
+  local name=$1 port=$2 nice=$3 threads=$4
+  shift 4
   local metrics_dir="$RUN_DIR/prometheus/$name"
   rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
   start "$name" env PROMETHEUS_MULTIPROC_DIR="$PWD/$metrics_dir" \
     CATDOG_WORKER_METRICS_PORT="$port" CATDOG_WORKER_NICE="$nice" \
+    CATDOG_WORKER_THREADS="$threads" \
     celery -A worker.celery_app:app worker --hostname "$name@%h" --loglevel INFO "$@"
 }
-start_worker realtime "$WORKER_METRICS_PORT" 0 -Q "$(setting realtime_queue)" \
+start_worker realtime "$WORKER_METRICS_PORT" 0 "${CATDOG_WORKER_THREADS:-0}" -Q "$(setting realtime_queue)" \
   --pool threads --concurrency "$REALTIME_THREADS"
 for i in $(seq "$BULK_WORKERS"); do
-  start_worker "bulk$i" $((WORKER_METRICS_PORT + i)) "$BULK_NICE" \
+  start_worker "bulk$i" $((WORKER_METRICS_PORT + i)) "$BULK_NICE" "$BULK_THREADS" \
     -Q "$(setting bulk_queue)" --concurrency "$BULK_CONCURRENCY"
 done
 # API keys on (the default): reuse or make the local key, so the page and the client work.

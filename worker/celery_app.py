@@ -19,8 +19,10 @@ Metrics: the main process serves every pool process's metrics on
 `PROMETHEUS_MULTIPROC_DIR` must name a directory of this worker alone.
 """
 
+import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from celery import signals
@@ -62,6 +64,20 @@ def _count_task_failure(
     metrics.observe_task_failure(str(name), type(exception).__name__ if exception else "unknown")
 
 
+def lower_priority(nice: int) -> None:
+    """This process and its future pool children yield the CPU to normal-priority ones.
+
+    Under autogroup scheduling (Linux's default on many VMs, `kernel.sched_autogroup_enabled`)
+    a nice value only orders processes of one session against each other; sessions share the
+    CPU by their autogroup's nice. So the session's autogroup is lowered too: a worker started
+    in a session of its own (`scripts/serve.sh`, the tests, a container) then really gives
+    way. Measured: without it, /predict beside a running job had a p50 of 912 ms."""
+    os.nice(nice)
+    # Without autogroup scheduling (or off Linux) there is no such file: the nice value suffices.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")
+
+
 def _pool_kind(pool: Any) -> str:
     name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
     if "solo" in name:
@@ -73,8 +89,8 @@ def _pool_kind(pool: Any) -> str:
 def _remember_identity(sender: str, instance: Any, **_: Any) -> None:
     # Runs in the main process after -Q is applied and before the pool forks.
     settings = get_settings()
-    if settings.worker_nice:  # inherited by every pool process
-        os.nice(settings.worker_nice)
+    if settings.worker_nice:
+        lower_priority(settings.worker_nice)
     identity = runtime.Identity(
         hostname=sender,
         queues=sorted(instance.app.amqp.queues.consume_from),

@@ -75,6 +75,9 @@ def test_jobs_run_on_the_bulk_worker_at_its_lower_cpu_priority(
     pids = [main_pid, *map(int, children)]
     assert len(pids) >= 2  # the main process and its pool child
     assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids} == {10}
+    autogroup = Path(f"/proc/{main_pid}/autogroup")
+    if autogroup.exists():  # its session's share of the CPU, which autogroup scheduling uses
+        assert autogroup.read_text().split()[-1] == "10"
     rt = split_stack.worker("rt")
     assert os.getpriority(os.PRIO_PROCESS, rt.popen.pid) == 0
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Flame graphs of the running stack under /predict load (`make up` first): py-spy samples the
+# gateway and the realtime worker for DURATION seconds (20) while bench/load.py's client
+# sends /predict at CONCURRENCY (32). Writes bench/results/<date>-flame-{gateway,realtime}.svg.
+# py-spy comes with requirements/dev.txt; it needs ptrace (root here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-20}
+CONCURRENCY=${CONCURRENCY:-32}
+out="bench/results/$(date +%F)-flame"
+export PATH="$PWD/.venv/bin:$PATH"
+
+python - "$DURATION" "$CONCURRENCY" <<'PY' &
+import asyncio, pathlib, sys
+sys.path[:0] = ["bench", "."]
+from ceiling import photos
+from load import predict_load
+from serving import bench_key
+
+seconds, concurrency = float(sys.argv[1]) + 3, int(sys.argv[2])
+datas = [p.read_bytes() for p in photos(200, offset=500)]
+
+async def main() -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    run = await predict_load("http://127.0.0.1:8000", datas, concurrency, 0, bench_key(), stop)
+    print(run.summary())
+
+asyncio.run(main())
+PY
+
+sleep 2
+py-spy record --pid "$(cat run/gateway.pid)" --duration "$DURATION" --output "$out-gateway.svg" --nonblocking &
+py-spy record --pid "$(cat run/realtime.pid)" --duration "$DURATION" --output "$out-realtime.svg" --nonblocking
+wait
+echo "flame graphs: $out-gateway.svg, $out-realtime.svg"
