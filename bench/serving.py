@@ -41,6 +41,8 @@ from ceiling import KAGGLE, photos  # noqa: E402
 from load import job_run, predict_load, rss_mb  # noqa: E402
 from reporting import RESULTS, write_results  # noqa: E402
 
+from training.lineage import git_commit  # noqa: E402
+
 RUN = ROOT / "run"
 CONCURRENCIES = (1, 8, 32)
 
@@ -56,21 +58,12 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
-        "commit": commit + ("+changes" if dirty else ""),
+        "commit": git_commit(),  # "-dirty" when tracked files differ from it
     }
 
 
@@ -443,6 +436,7 @@ def main() -> int:
         "--soak", type=int, default=10_000, help="predictions for worker memory (0: skip)"
     )
     args = parser.parse_args()
+    os.chdir(ROOT)  # the commit, run/ and .env are the checkout's
     if not KAGGLE.is_dir():
         raise SystemExit(f"no photos at {KAGGLE}")
     try:
