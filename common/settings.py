@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=ImageLimits.max_bytes, gt=0)
     max_image_pixels: int = Field(default=ImageLimits.max_pixels, gt=0)
     min_image_side: int = Field(default=ImageLimits.min_side, gt=0)
+    # Decoded size of one image in its real bytes a pixel, and what one process's decodes
+    # may hold at once (common.imaging).
+    max_image_decoded_bytes: int = Field(default=ImageLimits.max_decoded_bytes, gt=0)
+    image_decode_budget_bytes: int = Field(default=ImageLimits.decode_budget_bytes, gt=0)
 
     # Synchronous prediction.
     predict_timeout_s: float = Field(default=10.0, gt=0)

@@ -50,3 +50,41 @@ def petimage(label: str, number: int) -> Image.Image:
     from tests.conftest import PETIMAGES
 
     return decode_image((PETIMAGES / label.capitalize() / f"{number}.jpg").read_bytes()).image
+
+
+def png_16_bit(width: int, height: int, color: bool = True) -> bytes:
+    """A `width`x`height` PNG of 16-bit samples (RGB, or grayscale with `color` False), every
+    pixel the same mid grey: it compresses to kilobytes whatever its size decoded."""
+    color_type, bands = (2, 3) if color else (0, 1)
+    row = b"\0" + b"\x80\x00" * bands * width  # filter byte 0, then the samples
+    packer = zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def jpeg_declaring(jpeg: bytes, width: int, height: int) -> bytes:
+    """`jpeg` with its frame header (SOF0/SOF2) patched to claim `width`x`height`."""
+    data = bytearray(jpeg)
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        at = data.find(marker)
+        if at >= 0:
+            data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+            return bytes(data)
+    raise ValueError("no baseline or progressive frame header in this JPEG")
+
+
+def with_exif_orientation(image: Image.Image, orientation: int) -> bytes:
+    """A JPEG whose pixels are `image` and whose EXIF says to show it turned by `orientation`."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=95, exif=exif.tobytes())

@@ -2,11 +2,14 @@
 
 import contextlib
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
+from common import imaging
 from common.errors import (
     CatDogError,
     DecompressionBombError,
@@ -14,9 +17,9 @@ from common.errors import (
     InvalidImageError,
     UnsupportedMediaTypeError,
 )
-from common.imaging import ImageLimits, decode_image
+from common.imaging import ImageLimits, check_header, decode_image, decoded_bytes
 from tests.conftest import PETIMAGES
-from tests.images import encode, png_declaring
+from tests.images import encode, jpeg_declaring, png_16_bit, png_declaring
 
 PHOTO = PETIMAGES / "Cat" / "1.jpg"
 
@@ -85,9 +88,8 @@ def test_decode_image_rejects_header_above_max_pixels_as_decompression_bomb() ->
 def test_decode_image_lets_configured_max_pixels_override_pillows_warning_threshold() -> None:
     # 100 MP is over Pillow's 89 MP warning but under a configured 150 MP limit: the header
     # passes, and the 1x1 pixel data then fails to decode as what it is, truncated.
-    assert reason_of(png_declaring(10_000, 10_000), ImageLimits(max_pixels=150_000_000)) == (
-        "truncated"
-    )
+    limits = ImageLimits(max_pixels=150_000_000, max_decoded_bytes=600_000_000)
+    assert reason_of(png_declaring(10_000, 10_000), limits) == "truncated"
 
 
 def test_decode_image_rejects_file_over_max_bytes_with_reason_too_large(jpeg: bytes) -> None:
@@ -184,3 +186,101 @@ def test_decode_image_raises_only_domain_errors_on_cut_or_corrupted_files(
     for case in cases:
         with contextlib.suppress(CatDogError):  # any other exception fails the test
             decode_image(case, ImageLimits(min_side=1))
+
+
+def test_a_7000x7000_16_bit_rgb_png_is_refused_from_its_header_for_its_decoded_bytes() -> None:
+    # 49 MP is under max_pixels, but 6 bytes a pixel is 294 MB decoded: over 200 MB.
+    data = png_16_bit(7000, 7000)
+    assert len(data) < 400_000  # small on the wire
+    with pytest.raises(DecompressionBombError, match="6 bytes") as caught:
+        check_header(data)  # no pixel is decoded to find this out
+    assert caught.value.reason == "decompression_bomb"
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "expected"),
+    [
+        (Image.new("L", (40, 40)), "PNG", 1),
+        (Image.new("P", (40, 40)), "GIF", 1),
+        (Image.new("RGB", (40, 40)), "JPEG", 4),  # Pillow stores RGB in 4 bytes a pixel
+        (Image.new("RGBA", (40, 40)), "PNG", 4),
+        (Image.new("CMYK", (40, 40)), "JPEG", 4),
+        (Image.fromarray(np.zeros((40, 40), dtype=np.uint16)), "PNG", 2),
+    ],
+    ids=["L", "P", "RGB", "RGBA", "CMYK", "I;16"],
+)
+def test_decoded_bytes_count_the_real_bytes_of_each_mode(
+    image: Image.Image, fmt: str, expected: int
+) -> None:
+    assert decoded_bytes(Image.open(io.BytesIO(encode(image, fmt)))) == 40 * 40 * expected
+
+
+def test_decoded_bytes_count_16_bit_rgb_at_6_bytes_though_pillow_opens_it_as_rgb() -> None:
+    opened = Image.open(io.BytesIO(png_16_bit(50, 40)))
+    assert opened.mode == "RGB"
+    assert decoded_bytes(opened) == 50 * 40 * 6
+
+
+def test_the_decoded_byte_limit_refuses_16_bit_grayscale_that_8_bit_would_pass() -> None:
+    limits = ImageLimits(max_decoded_bytes=3_000)
+    gray_8 = encode(Image.new("L", (50, 50), 128), "PNG")  # 2,500 bytes decoded
+    assert decode_image(gray_8, limits).image.size == (50, 50)
+    assert reason_of(png_16_bit(50, 50, color=False), limits) == "decompression_bomb"  # 5,000
+
+
+def test_the_default_limits_still_decode_an_8_bit_photo_of_max_pixels() -> None:
+    assert decoded_bytes(Image.open(io.BytesIO(png_declaring(7071, 7071)))) <= (
+        ImageLimits().max_decoded_bytes
+    )
+
+
+def test_a_jpeg_declaring_65000x65000_is_a_decompression_bomb(jpeg: bytes) -> None:
+    assert reason_of(jpeg_declaring(jpeg, 65_000, 65_000)) == "decompression_bomb"
+
+
+def test_concurrent_decodes_in_one_process_never_hold_more_than_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each 200x200 grayscale decode costs 40,000 + 160,000 bytes (its RGB copy): a budget of
+    # 450,000 lets two run at once, never three.
+    limits = ImageLimits(decode_budget_bytes=450_000)
+    data = encode(Image.new("L", (200, 200), 90), "PNG")
+    seen: list[int] = []
+    lock = threading.Lock()
+    real_to_rgb = imaging.to_rgb
+
+    def watched(image: Image.Image) -> Image.Image:
+        with lock:
+            seen.append(imaging._BUDGET.held)
+        return real_to_rgb(image)
+
+    monkeypatch.setattr(imaging, "to_rgb", watched)
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(lambda _: decode_image(data, limits), range(32)))
+    assert all(d.image.size == (200, 200) for d in decoded)
+    assert len(seen) == 32 and max(seen) <= 450_000
+    assert imaging._BUDGET.held == 0  # every hold was given back
+
+
+def test_a_decode_larger_than_the_whole_budget_still_runs_alone(jpeg: bytes) -> None:
+    assert decode_image(jpeg, ImageLimits(decode_budget_bytes=1)).image.size == (180, 180)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x7fELF\x02\x01\x01\0" + b"\0" * 100,
+        b"<!DOCTYPE html><html><body>hi</body></html>",
+        b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 100,
+    ],
+    ids=["elf", "html", "heic"],
+)
+def test_decode_image_names_executables_html_and_heic_as_unsupported(data: bytes) -> None:
+    with pytest.raises(UnsupportedMediaTypeError):
+        decode_image(data)
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF support")
+def test_decode_image_decodes_avif_where_pillow_supports_it(picture: Image.Image) -> None:
+    decoded = decode_image(encode(picture, "AVIF"))
+    assert (decoded.format, decoded.image.mode, decoded.image.size) == ("AVIF", "RGB", (180, 180))
