@@ -44,5 +44,19 @@ def render(rows: Sequence[dict[str, Any]], fmt: str) -> str:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for record in rows:
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        writer.writerow({k: csv_cell(v) for k, v in record.items()})
     return buffer.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet shows as text: text that would start a formula
+    gets a leading `'` (OWASP's advice); quotes, commas and newlines are the csv module's."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -5,6 +5,7 @@ Clients and tests branch on `reason`; `detail` says what happened in words.
 """
 
 import logging
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -133,12 +134,29 @@ async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(exc.errors())
-    where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in errors)
+    # The client's own value is dropped from `errors` (`input`): it may be 10,000 characters
+    # of a header, and the client already has it.
+    errors = [
+        {k: v for k, v in e.items() if k not in ("input", "url")}
+        for e in jsonable_encoder(exc.errors())
+    ]
     return JSONResponse(
-        {"detail": f"invalid request: {where}", "reason": "validation_error", "errors": errors},
+        {"detail": _validation_detail(errors), "reason": "validation_error", "errors": errors},
         status_code=422,
     )
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    """One sentence: `invalid request: query parameter offset: Input should be ...`."""
+    problems = []
+    for error in errors:
+        where, *path = [str(p) for p in error.get("loc", ())] or ["body"]
+        what = _WHERE.get(where, where)
+        problems.append(f"{what} {'.'.join(path)}: {error.get('msg', 'invalid')}".strip())
+    return "invalid request: " + "; ".join(problems or ["it does not match the API"])
+
+
+_WHERE = {"query": "query parameter", "path": "path parameter", "header": "header"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ goes to Redis one file at a time (never whole in memory), and an oversized reque
 from its `Content-Length` before a byte of it is read.
 """
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -54,17 +55,30 @@ class Upload:
     data: bytes
 
 
+# Characters a file name never keeps: control characters (C0, DEL, C1) could split a log
+# line or a CSV row, or recolour a terminal that prints the name.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The longest suffix a cut name keeps: `photo.jpeg` stays a .jpeg when its stem is cut.
+_KEPT_SUFFIX_CHARS = 16
+
+
 def clean_filename(raw: str) -> str:
-    """The base name only: no directories from the client's machine, bounded length."""
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:MAX_FILENAME_CHARS] or "unnamed"
+    """The base name only: no directories from the client's machine, no control characters
+    (each becomes U+FFFD), at most MAX_FILENAME_CHARS characters with its suffix kept."""
+    name = _UNPRINTABLE.sub("\ufffd", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if name in ("", ".", ".."):
+        return "unnamed"
+    if len(name) <= MAX_FILENAME_CHARS:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if dot and stem and len(suffix) < _KEPT_SUFFIX_CHARS:
+        return stem[: MAX_FILENAME_CHARS - len(suffix) - 1] + dot + suffix
+    return name[:MAX_FILENAME_CHARS]
 
 
 def _decode(value: bytes) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+    # Invalid UTF-8 keeps its readable part; each bad byte becomes U+FFFD.
+    return value.decode("utf-8", "replace")
 
 
 class _Collector:

@@ -104,3 +104,32 @@ def test_every_domain_error_an_answer_can_carry_has_a_status() -> None:
 def test_reasons_are_unique_so_a_worker_reply_names_one_error() -> None:
     reasons = [cls.reason for cls in _domain_errors()]
     assert len(reasons) == len(set(reasons))
+
+
+def test_a_validation_error_says_where_and_what_without_echoing_the_input() -> None:
+    from typing import Annotated
+
+    from fastapi import FastAPI, Header, Query
+    from fastapi.testclient import TestClient
+
+    from gateway.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/page")
+    def page(
+        offset: Annotated[int, Query(ge=0)] = 0,
+        key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=8)] = None,
+    ) -> dict[str, int]:
+        return {"offset": offset}
+
+    response = TestClient(app).get(
+        "/page", params={"offset": -1}, headers={"Idempotency-Key": "k" * 10_000}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["reason"] == "validation_error"
+    assert body["detail"].startswith("invalid request: query parameter offset: Input should be")
+    assert "header Idempotency-Key: String should have at most 8 characters" in body["detail"]
+    assert "k" * 100 not in response.text  # the 10,000 characters are not sent back

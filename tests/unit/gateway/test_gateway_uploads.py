@@ -130,12 +130,25 @@ def test_bad_bodies_raise_their_domain_error(
         ("C:\\x\\y.png", "y.png"),
         ("", "unnamed"),
         ("a" * 300, "a" * 255),
+        ("a" * 1000 + ".jpeg", "a" * 250 + ".jpeg"),
+        ("..", "unnamed"),
+        ("../..", "unnamed"),
+        ("a\x00b\x1b[31mc\x7f\x85.jpg", "a\ufffdb\ufffd[31mc\ufffd\ufffd.jpg"),
+        ("tab\there.png", "tab\ufffdhere.png"),
     ],
+    ids=["traversal", "windows", "empty", "long", "long-suffix", "dotdot", "up", "controls", "tab"],
 )
-def test_file_names_lose_their_directories_and_excess(raw: str, clean: str) -> None:
+def test_file_names_lose_their_directories_controls_and_excess(raw: str, clean: str) -> None:
     assert clean_filename(raw) == clean
 
 
 def test_chunks_cover_every_index_once_in_order() -> None:
     assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert chunked([], 3) == []
+
+
+def test_a_file_name_in_invalid_utf8_keeps_its_readable_part() -> None:
+    raw = body(("file", None, b"x")).replace(
+        b'name="file"', b'name="file"; filename="caf\xc3\xa9\xff.jpg"'
+    )
+    assert read_file(Upload([raw])) == ("caf\u00e9\ufffd.jpg", b"x")
