@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import (
     BrokerUnavailableError,
@@ -159,8 +160,27 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
 _WHERE = {"query": "query parameter", "path": "path parameter", "header": "header"}
 
 
+# Starlette's own refusals (an unknown path, a wrong method), in the same body as ours.
+_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "There was an error parsing the body" (a JSON body that is not JSON, a
+        # form it cannot read): a malformed request like any other, 422 with its reason.
+        return await _domain_error(
+            request, MalformedRequestError(f"the request body could not be parsed: {exc.detail}")
+        )
+    reason = _HTTP_REASONS.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(str(exc.detail), reason), status_code=exc.status_code, headers=exc.headers
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CatDogError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.OutOfMemoryError, _storage_full)
     for infrastructure in (redis.ConnectionError, redis.TimeoutError, OperationalError):

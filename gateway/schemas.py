@@ -19,6 +19,9 @@ _EXAMPLE_TIME = "2025-01-01T12:00:00Z"
 class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong, in words")
     reason: str = Field(description="Stable machine-readable code")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="With reason `validation_error`: each field that is wrong"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

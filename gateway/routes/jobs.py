@@ -201,7 +201,7 @@ async def _undo_submission(
     "/{job_id}",
     name="get_job",
     response_model=JobStatusResponse,
-    responses=error_responses(401, 404, 410, 429),
+    responses=error_responses(401, 404, 410, 422, 429),
 )
 async def get_job(
     job_id: JobId,
@@ -221,7 +221,7 @@ async def get_job(
 @router.delete(
     "/{job_id}",
     response_model=CancelResponse,
-    responses=error_responses(401, 404, 409, 410, 429),
+    responses=error_responses(401, 404, 409, 410, 422, 429),
 )
 async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> CancelResponse:
     """Cancel a queued or running job; items finished before the cancel keep their results."""

@@ -133,3 +133,32 @@ def test_a_validation_error_says_where_and_what_without_echoing_the_input() -> N
     assert body["detail"].startswith("invalid request: query parameter offset: Input should be")
     assert "header Idempotency-Key: String should have at most 8 characters" in body["detail"]
     assert "k" * 100 not in response.text  # the 10,000 characters are not sent back
+
+
+def test_starlettes_own_refusals_carry_a_reason_and_a_body_it_cannot_parse_is_422() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from pydantic import BaseModel
+
+    from gateway.errors import install_error_handlers
+
+    class Body(BaseModel):
+        label: str
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/feedback")
+    def feedback(body: Body) -> dict[str, str]:
+        return {"label": body.label}
+
+    client = TestClient(app)
+    not_json = client.post(
+        "/feedback", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+    )
+    # FastAPI's own answer to bytes that are not text: 400 {"detail": ...}, with no reason.
+    assert (not_json.status_code, not_json.json()["reason"]) == (422, "malformed_request")
+    missing = client.get("/nowhere")
+    assert (missing.status_code, missing.json()["reason"]) == (404, "not_found")
+    wrong_method = client.get("/feedback")
+    assert (wrong_method.status_code, wrong_method.json()["reason"]) == (405, "method_not_allowed")
