@@ -75,6 +75,13 @@ class IdempotencyConflictError(CatDogError):
     reason = "idempotency_conflict"
 
 
+class IdempotencyKeyReusedError(CatDogError):
+    """The Idempotency-Key names a job whose upload was different: a client bug, never a
+    retry, so the old job is not returned as if it were this one."""
+
+    reason = "idempotency_key_reused"
+
+
 # --- jobs --------------------------------------------------------------------------------
 
 
@@ -112,6 +119,13 @@ class StorageFullError(RetryLaterError):
     collected."""
 
     reason = "storage_full"
+
+
+class InsufficientStorageError(RetryLaterError):
+    """The upload would take Redis past the share of its memory uploads may use: refused
+    before a byte of it is stored."""
+
+    reason = "insufficient_storage"
 
 
 class NoWorkerError(CatDogError):

@@ -253,10 +253,15 @@ def _decode_failure(exc: Exception) -> InvalidImageError:
 
 
 def _upright(image: Image.Image) -> Image.Image:
+    """Rotated as its EXIF orientation says, in place (a 7000 x 7000 photo is not copied).
+    A broken EXIF block must not cost us an otherwise fine photo, but only EXIF's own
+    errors are caught: a broad `except Exception` would also swallow the worker's
+    soft-time-limit signal, which is raised wherever the decode happens to be."""
     try:
-        return ImageOps.exif_transpose(image) or image
-    except Exception:  # a broken EXIF block must not cost us an otherwise fine photo
-        return image
+        ImageOps.exif_transpose(image, in_place=True)
+    except (*_DECODE_ERRORS, KeyError, ZeroDivisionError):
+        pass
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -19,6 +19,12 @@ CHUNK_TASK = "catdog.run_chunk"
 JOB_ENDED_TASK = "catdog.job_ended"
 
 
+def chunk_task_id(job_id: str, chunk: int) -> str:
+    """Deterministic, so a cancel can revoke every chunk of a job without a lookup, and a
+    chunk re-driven by the sweeper keeps its id."""
+    return f"{job_id}-chunk-{chunk}"
+
+
 def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
     """Routing declared once: /predict on its own queue, bulk work and job ends on the other."""
     return {
@@ -52,6 +58,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A task is acknowledged after it ran; if its process dies the message goes back.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # Enforced by prefork pools (the bulk workers); a threads pool has no way to stop a
+        # thread, and its /predict tasks are bounded by the gateway's wait and `expires`.
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
@@ -75,6 +85,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": False,
     }
+
+
+def publish_chunk(
+    celery: Celery,
+    settings: Settings,
+    job_id: str,
+    chunk: int,
+    indices: list[int],
+    request_id: str | None,
+    enqueued_at: float,
+) -> None:
+    """Queue one chunk of a job: the gateway at upload, the sweeper when it re-drives."""
+    celery.send_task(
+        CHUNK_TASK,
+        args=[job_id, chunk, indices, request_id],
+        kwargs={"enqueued_at": enqueued_at},
+        queue=settings.bulk_queue,
+        task_id=chunk_task_id(job_id, chunk),
+        ignore_result=True,
+    )
+
+
+def publish_job_ended(celery: Celery, settings: Settings, job_id: str) -> None:
+    celery.send_task(JOB_ENDED_TASK, args=[job_id], queue=settings.bulk_queue, ignore_result=True)
 
 
 def make_celery(settings: Settings, name: str, include: list[str] | None = None) -> Celery:

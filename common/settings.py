@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections the gateway may hold at once; each waiting /predict holds one.
     redis_max_connections: int = Field(default=512, gt=0)
+    # A Redis that has not answered a gateway command (or task publish) within this is
+    # unavailable: the request gets 503 `broker_unavailable` instead of hanging with it.
+    redis_timeout_s: float = Field(default=1.0, gt=0)
 
     # Model: an MLflow registry URI (models:/NAME@ALIAS) or a path to a checkpoint file.
     model_uri: str = "models:/catdog@champion"
@@ -59,6 +62,11 @@ class Settings(BaseSettings):
     # How long after expiry a job id still answers 410 Gone instead of 404.
     job_tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     max_queue_depth: int = Field(default=10_000, gt=0)
+    # The share of Redis's maxmemory uploads never use: an upload that would eat into it is
+    # refused (507) before it is stored. At maxmemory Redis refuses every MULTI, so kombu
+    # could not acknowledge a message and Celery would stop the worker; this keeps room for
+    # the workers' results and acknowledgements.
+    redis_memory_reserve: float = Field(default=0.1, ge=0, lt=1)
     # How long an Idempotency-Key stays reserved while its upload is still being received: a
     # gateway that dies mid-upload leaves a reservation that lapses after this.
     idempotency_pending_ttl_s: int = Field(default=60, gt=0)
@@ -88,9 +96,27 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=3, gt=0)
     worker_max_memory_per_child_kb: int = Field(default=2_000_000, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)
+    # Every task is told to stop after the soft limit (a chunk fails the items it was on with
+    # reason `timeout` and hands the rest on) and is killed after the hard one, so a hung
+    # decode or forward pass never holds a process for good. Both stay below the visibility
+    # timeout, so a running task is never delivered a second time for being slow.
+    task_soft_time_limit_s: float = Field(default=120.0, gt=0)
+    task_time_limit_s: float = Field(default=150.0, gt=0)
+    # The sweeper (worker.sweeper; one bulk worker at a time runs it) looks at every job
+    # this often. It re-drives a chunk whose worker process's heartbeat has gone at once,
+    # and a job with no progress for `stall_timeout_s` while nothing waits in the bulk
+    # queue (a lost message, a task that raised); after `max_redrives` such re-drives the
+    # job's unfinished items fail with reason `stalled`. A job that ended but whose end
+    # report (callback) has not run for as long is reported again.
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    stall_timeout_s: float = Field(default=120.0, gt=0)
+    max_redrives: int = Field(default=3, ge=0)
     # A worker process announces itself ready only once its model is loaded and warm, so
     # Celery's 4 s limit on starting a child process is raised to this.
     model_load_timeout_s: float = Field(default=300.0, gt=0)
+    # A process whose model failed to load tries again after this, doubling up to a minute
+    # (a worker started before any champion existed serves once one is registered).
+    model_load_retry_s: float = Field(default=5.0, gt=0)
     # Workers write a heartbeat (queues, model, version) this often; readiness reads it.
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
 
@@ -135,6 +161,15 @@ class Settings(BaseSettings):
     quality_record_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     quality_reference_ttl_s: float = Field(default=600.0, gt=0)
     quality_max_models: int = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> "Settings":
+        if not self.task_soft_time_limit_s < self.task_time_limit_s < self.visibility_timeout_s:
+            raise ValueError(
+                "task time limits must be ordered: task_soft_time_limit_s <"
+                " task_time_limit_s < visibility_timeout_s"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> "Settings":

@@ -7,6 +7,7 @@ dropped unread and its item fails with `too_large`, like any other bad item. Ima
 decoded here; a worker does that and records a per-item error for a bad one.
 """
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,8 +39,42 @@ FILES_FIELD = "files"
 CALLBACK_FIELD = "callback_url"
 
 
+class UploadFingerprint:
+    """What makes two uploads the same request, for an Idempotency-Key: each part's field
+    name, file name and bytes, in order (SHA-256). The multipart boundary and part headers,
+    which differ between two sends of the same files, do not count."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, event: PartStart | PartData | PartEnd) -> None:
+        if isinstance(event, PartStart):
+            head = f"\0part\0{event.name}\0{event.filename or ''}\0"
+            self._hash.update(head.encode("utf-8", "surrogateescape"))
+        elif isinstance(event, PartData):
+            self._hash.update(event.data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _max_body(settings: Settings) -> int:
+    return settings.max_job_bytes + settings.max_job_files * PART_OVERHEAD_BYTES
+
+
+async def fingerprint_upload(request: Request, settings: Settings) -> str:
+    """The fingerprint of an upload read to its end and stored nowhere (a replay's body)."""
+    fingerprint = UploadFingerprint()
+    async for event in multipart_events(
+        request, _max_body(settings), RequestTooLargeError, "request"
+    ):
+        fingerprint.add(event)
+    return fingerprint.hexdigest()
+
+
 @dataclass
 class _Receiving:
+    fingerprint: UploadFingerprint = field(default_factory=UploadFingerprint)
     names: list[str] = field(default_factory=list)
     rejected: list[ItemResult] = field(default_factory=list)
     callback_url: str | None = None
@@ -74,10 +109,10 @@ async def receive_job(
 
     On any failure, what was stored is deleted before the error goes on."""
     state = _Receiving()
-    max_body = settings.max_job_bytes + settings.max_job_files * PART_OVERHEAD_BYTES
     try:
-        events = multipart_events(request, max_body, RequestTooLargeError, "request")
+        events = multipart_events(request, _max_body(settings), RequestTooLargeError, "request")
         async for event in events:
+            state.fingerprint.add(event)
             if isinstance(event, PartStart):
                 _start_part(state, event, settings)
             elif isinstance(event, PartData) and state.part is not None:
@@ -102,6 +137,8 @@ async def receive_job(
         callback_url=state.callback_url,
         request_id=request_id,
         owner=owner,
+        plan=chunks,
+        fingerprint=state.fingerprint.hexdigest(),
     )
     return ReceivedJob(job, chunks, state.stored_bytes)
 

@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     429: "The queue is full, or the API key is over a limit; see Retry-After",
     503: "Redis, the queue or a worker with a model is unavailable",
     504: "No worker answered within the configured timeout",
+    507: "The upload would not fit in the memory the service keeps for uploads; see Retry-After",
 }
 
 

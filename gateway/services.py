@@ -14,11 +14,22 @@ from anyio.to_thread import run_sync
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from common.errors import BrokerUnavailableError, NoWorkerError, QueueFullError
+from common.errors import (
+    BrokerUnavailableError,
+    InsufficientStorageError,
+    NoWorkerError,
+    QueueFullError,
+)
 from common.imaging import ImageLimits, check_header
-from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, make_celery
+from common.messaging import (
+    PREDICT_TASK,
+    chunk_task_id,
+    make_celery,
+    publish_chunk,
+    publish_job_ended,
+)
 from common.settings import Settings
-from common.store import queues, workers
+from common.store import memory, queues, workers
 from common.store.ops import AsyncStore
 
 # Seconds a client is told to wait when a queue is full.
@@ -29,11 +40,6 @@ WAIT_MARGIN_S = 5
 CHECK_REUSE_S = 1.0
 # Header checks at once, in threads off the event loop.
 DECODE_CONCURRENCY = 4
-
-
-def chunk_task_id(job_id: str, chunk: int) -> str:
-    """Deterministic, so a cancel can revoke every chunk of a job without a lookup."""
-    return f"{job_id}-chunk-{chunk}"
 
 
 class Dispatcher:
@@ -71,13 +77,8 @@ class Dispatcher:
         def send() -> None:
             enqueued_at = time.time()
             for n, indices in enumerate(chunks):
-                self.celery.send_task(
-                    CHUNK_TASK,
-                    args=[job_id, n, indices, request_id],
-                    kwargs={"enqueued_at": enqueued_at},
-                    queue=self.settings.bulk_queue,
-                    task_id=chunk_task_id(job_id, n),
-                    ignore_result=True,
+                publish_chunk(
+                    self.celery, self.settings, job_id, n, indices, request_id, enqueued_at
                 )
 
         await self._run(send)
@@ -88,40 +89,48 @@ class Dispatcher:
             await self._run(lambda: self.celery.control.revoke(ids))
 
     async def job_ended(self, job_id: str) -> None:
-        await self._run(
-            lambda: self.celery.send_task(
-                JOB_ENDED_TASK, args=[job_id], queue=self.settings.bulk_queue, ignore_result=True
-            )
-        )
+        await self._run(lambda: publish_job_ended(self.celery, self.settings, job_id))
 
 
-def _redis(settings: Settings, **options: float) -> aioredis.Redis:
+def _redis(settings: Settings, socket_timeout: float) -> aioredis.Redis:
     """A client on a pool of its own; each waiting request holds one connection."""
     return aioredis.Redis(
         connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             timeout=5,
-            socket_connect_timeout=2,
-            **options,
+            socket_connect_timeout=settings.redis_timeout_s,
+            socket_timeout=socket_timeout,
         )
     )
+
+
+def _celery(settings: Settings) -> Celery:
+    """The publishing client: a hung Redis fails a publish within `redis_timeout_s`."""
+    celery = make_celery(settings, "catdog-gateway")
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+    }
+    return celery
 
 
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = _redis(settings)
+        self.redis = _redis(settings, socket_timeout=settings.redis_timeout_s)
         self.store = AsyncStore(self.redis)
         # Blocking waits (a /predict's reply) get connections of their own whose socket
         # timeout outlasts the wait: on the shared pool redis-py's default socket timeout
         # (5 s) would end a longer wait with a TimeoutError.
         self._waits = _redis(settings, socket_timeout=settings.predict_timeout_s + WAIT_MARGIN_S)
         self.waits = AsyncStore(self._waits)
-        self.dispatcher = Dispatcher(make_celery(settings, "catdog-gateway"), settings)
+        self.dispatcher = Dispatcher(_celery(settings), settings)
         self.limits = ImageLimits.from_settings(settings)
         self._decode_limiter = anyio.CapacityLimiter(DECODE_CONCURRENCY)
         self._passed: dict[tuple[str, str], float] = {}
+        self._memory: tuple[float, memory.Memory] | None = None
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -134,7 +143,9 @@ class Services:
         is fine but whose data is corrupt gets the same error from there."""
         await run_sync(check_header, data, self.limits, limiter=self._decode_limiter)
 
-    async def ensure_capacity(self, queue: str) -> None:
+    async def ensure_capacity(self, queue: str, upload_bytes: int) -> None:
+        """Room in the queue, and in Redis's memory for `upload_bytes` more."""
+        await self._ensure_memory(upload_bytes)
         if self._recently_ok(("capacity", queue)):
             return
         depth = await self.store(queues.depth(queue))
@@ -145,6 +156,21 @@ class Services:
                 retry_after_s=RETRY_AFTER_S,
             )
         self._passed[("capacity", queue)] = time.monotonic()
+
+    async def _ensure_memory(self, upload_bytes: int) -> None:
+        # A reading that let an upload through is reused like a passed check; after a
+        # refusal the next upload reads again, so room that frees up is seen at once.
+        now = time.monotonic()
+        if self._memory is None or now - self._memory[0] >= CHECK_REUSE_S:
+            self._memory = (now, await self.store(memory.usage()))
+        room = self._memory[1].room_for_uploads(self.settings.redis_memory_reserve)
+        if room is not None and upload_bytes > room:
+            self._memory = None
+            raise InsufficientStorageError(
+                f"the service can store {max(0, room)} more bytes of uploads right now and"
+                f" this upload holds {upload_bytes}; retry later or send fewer photos",
+                retry_after_s=RETRY_AFTER_S,
+            )
 
     async def ensure_worker(self, queue: str) -> None:
         if self._recently_ok(("worker", queue)):

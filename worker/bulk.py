@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from common.errors import CatDogError
@@ -39,6 +40,7 @@ class ChunkOutcome:
     skipped: bool = False  # the job was gone, cancelled or finished before this chunk ran
     stopped: bool = False  # the job was cancelled while this chunk ran
     finished: bool = False  # this chunk completed the job
+    timed_out: bool = False  # the soft time limit stopped it; its other items still need a run
 
 
 def run_chunk(
@@ -54,11 +56,14 @@ def run_chunk(
     queue: str = "bulk",
     enqueued_at: float | None = None,
     quality: QualityConfig | None = None,
+    holder: str = "",
 ) -> ChunkOutcome:
-    """Run the chunk's unfinished items in batches. With `quality`, the items written are
+    """Run the chunk's unfinished items in batches, as `holder` (this worker process's
+    heartbeat id: if it dies, the sweeper re-drives the chunk; the caller releases it with
+    `jobs.release_chunk` however the run ends). With `quality`, the items written are
     recorded for live quality (feedback by job id and index, the prediction-mix window)."""
     started = time.perf_counter()
-    begun = store(jobs.start_chunk(job_id, chunk))
+    begun = store(jobs.start_chunk(job_id, chunk, holder))
     status, deliveries = begun.status, begun.deliveries
     context = {"job_id": job_id, "chunk": chunk, "deliveries": deliveries}
     if status is None or status in TERMINAL:
@@ -67,14 +72,18 @@ def run_chunk(
     pending = store(jobs.unfinished(job_id, indices))
     observe_queue_wait(queue, enqueued_at, len(pending))
     step = 1 if deliveries > 1 else batch_size
-    written, finished, stopped = 0, False, False
+    written, finished, stopped, timed_out = 0, False, False, False
     labels: dict[str, int] = {}
     for start in range(0, len(pending), step):
         batch = pending[start : start + step]
         if store(jobs.status(job_id)) is not JobStatus.RUNNING:
             stopped = True
             break
-        results = run_batch(store, engine, job_id, batch, max_deliveries, limits, queue=queue)
+        try:
+            results = run_batch(store, engine, job_id, batch, max_deliveries, limits, queue=queue)
+        except SoftTimeLimitExceeded:
+            # The items in hand fail; the task hands the rest of the chunk on.
+            results, timed_out = [_timed_out(index) for index in batch], True
         observe_results(queue, results)
         completion = store(jobs.complete(job_id, results))
         store(jobs.drop_images(job_id, batch))
@@ -88,6 +97,8 @@ def run_chunk(
             labels[key] = labels.get(key, 0) + 1
         written += completion.written
         finished = finished or completion.finished
+        if timed_out:
+            break
     log.info(
         "chunk done",
         extra={
@@ -96,13 +107,20 @@ def run_chunk(
             "items": len(indices),
             "written": written,
             "stopped": stopped,
+            "timed_out": timed_out,
             "labels": labels,
             "model_name": engine.model.name,
             "model_version": engine.model.version,
             "latency_ms": elapsed_ms(started),
         },
     )
-    return ChunkOutcome(written=written, stopped=stopped, finished=finished)
+    return ChunkOutcome(written=written, stopped=stopped, finished=finished, timed_out=timed_out)
+
+
+def _timed_out(index: int) -> ItemResult:
+    return ItemResult.failure(
+        index, "timeout", "the item was still being classified at the task's time limit"
+    )
 
 
 def _record_quality(
@@ -171,6 +189,8 @@ def _predict(
         return []
     try:
         return list(timed_predict(engine, images, queue))
+    except SoftTimeLimitExceeded:  # an Exception too, but the task's, not the item's
+        raise
     except Exception as exc:
         if len(images) == 1:
             log.exception("inference failed for an item")

@@ -12,7 +12,9 @@ A worker started without -Q consumes both queues.
 
 Importing this module opens no connection and does not import torch (the health check and
 the reload command import it); the model loads in `worker_process_init` (prefork children,
-solo), or in the main process before it consumes anything (threads).
+solo), or in the main process before it consumes anything (threads). A worker consumes its
+queues only once one of its processes reports a loaded model (worker.consuming); on bulk
+workers the main process also runs the sweeper (worker.sweeper).
 
 Metrics: the main process serves every pool process's metrics on
 `settings.worker_metrics_port` (worker/metrics.py, prometheus_client multiprocess mode);
@@ -22,15 +24,17 @@ Metrics: the main process serves every pool process's metrics on
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import signals
 
 from common.logging_setup import configure_logging
-from common.messaging import make_celery
-from common.settings import get_settings
-from worker import metrics, runtime
+from common.messaging import make_celery, publish_chunk, publish_job_ended
+from common.settings import Settings, get_settings
+from common.store.ops import Store
+from worker import consuming, metrics, runtime, sweeper
 
 app = make_celery(get_settings(), "catdog-worker", include=["worker.tasks"])
 
@@ -98,9 +102,59 @@ def _remember_identity(sender: str, instance: Any, **_: Any) -> None:
         pool=_pool_kind(instance.pool_cls),
     )
     runtime.set_identity(identity)
+    consuming.hold_back(instance.app, identity.queues)  # until a process has a model
     if identity.pool == "threads":
         # The task threads share this process's model: load it before consuming anything.
         runtime.start_model_host(settings, hostname=sender)
+
+
+class _CeleryPublisher:
+    """The sweeper's way to queue work again: the same messages the gateway sends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def chunk(self, job_id: str, chunk: int, indices: list[int], request_id: str | None) -> None:
+        publish_chunk(app, self.settings, job_id, chunk, indices, request_id, time.time())
+
+    def job_ended(self, job_id: str) -> None:
+        publish_job_ended(app, self.settings, job_id)
+
+
+_sweeper: sweeper.Sweeper | None = None
+_gate: consuming.ConsumeGate | None = None
+
+
+def _consume(queue: str) -> None:
+    # By remote control, so the consumer adds the queue in its own thread.
+    hostname = runtime.identity().hostname
+    if not app.control.add_consumer(queue, destination=[hostname], reply=True, timeout=5):
+        raise RuntimeError(f"{hostname} did not answer the request to consume {queue}")
+
+
+@signals.worker_ready.connect
+def _start_main_process_threads(sender: Any = None, **_: Any) -> None:
+    # Main process, once its consumer (and remote control) runs: the gate that opens the
+    # queues when a model is ready, and on bulk workers the sweeper (recovery is of jobs).
+    global _sweeper, _gate
+    settings = get_settings()
+    identity = runtime.identity()
+    _gate = consuming.ConsumeGate(
+        Store.from_url(settings.redis_url),
+        identity.hostname,
+        identity.queues,
+        _consume,
+    )
+    _gate.start()
+    if settings.bulk_queue not in identity.queues:
+        return
+    _sweeper = sweeper.Sweeper(
+        Store.from_url(settings.redis_url),
+        _CeleryPublisher(settings),
+        sweeper.SweepConfig.from_settings(settings),
+        holder=f"{identity.hostname}:{os.getpid()}",
+    )
+    _sweeper.start()
 
 
 @signals.worker_process_init.connect
@@ -117,4 +171,8 @@ def _forget_model(pid: int | None = None, **_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _forget_solo_model(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+    if _gate is not None:
+        _gate.stop()
     runtime.stop_model_host()

@@ -132,8 +132,15 @@ JOBS_FINISHED = Counter(
     "Jobs a worker completed, by final status (succeeded or failed)",
     ["status"],
 )
+SWEEPER_ACTIONS = Counter(
+    "catdog_worker_sweeper_actions",
+    "What the sweeper did: chunks re-driven (dead_holder, stalled), job ends reported again,"
+    " items failed as stalled",
+    ["action"],
+)
 
 ALL_METRICS = (
+    SWEEPER_ACTIONS,
     INFERENCE_SECONDS,
     BATCH_SECONDS,
     QUEUE_WAIT_SECONDS,
@@ -192,6 +199,10 @@ def observe_item_failure(queue: str, reason: str) -> None:
 
 def observe_task_failure(task: str, reason: str) -> None:
     TASK_FAILURES.labels(task, reason).inc()
+
+
+def observe_sweeper(action: str, count: int = 1) -> None:
+    SWEEPER_ACTIONS.labels(action).inc(count)
 
 
 def observe_job_finished(status: str) -> None:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# A failed model load is tried again after `model_load_retry_s`, doubling up to this.
+LOAD_BACKOFF_MAX_S = 60.0
+
 
 @dataclass
 class Identity:
@@ -66,6 +69,10 @@ _host: ModelHost | None = None
 def set_identity(identity: Identity) -> None:
     global _identity
     _identity = identity
+
+
+def identity() -> Identity:
+    return _identity
 
 
 def available_cores() -> int:
@@ -120,6 +127,7 @@ class ModelHost:
         self._stopped = threading.Event()
         self._reloading = threading.Lock()
         self._last_attempt = 0.0
+        self._failed_loads = 0
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
@@ -182,13 +190,20 @@ class ModelHost:
         return batched
 
     def _retry_failed_load(self) -> None:
-        # A process whose first load failed tries again, at most every 10 s.
-        due = time.monotonic() - self._last_attempt > 10
-        if self._engine is None and due and self._reloading.acquire(False):
+        """A process without a model tries again when its backoff allows (the heartbeat
+        thread asks every beat; a task that arrives anyway asks too)."""
+        if self._engine is None and self._load_due() and self._reloading.acquire(False):
             try:
                 self._load()
             finally:
                 self._reloading.release()
+
+    def _load_due(self) -> bool:
+        # 5, 10, 20, 40, then every 60 s by default: a missing champion is found within a
+        # minute of its registration without hammering the registry meanwhile.
+        first_s = self.settings.model_load_retry_s
+        backoff_s = min(LOAD_BACKOFF_MAX_S, first_s * 2 ** max(0, self._failed_loads - 1))
+        return time.monotonic() - self._last_attempt >= backoff_s
 
     def _load(self, generation: int | None = None) -> bool:
         from common.ml.loading import load_model
@@ -206,6 +221,7 @@ class ModelHost:
             realtime = self._realtime_face(engine)
         except Exception as exc:
             metrics.observe_model_load(time.perf_counter() - started, ok=False)
+            self._failed_loads += 1
             self.error = str(exc)
             self.state = "ready" if self._engine is not None else "failed"
             if generation is not None:
@@ -224,6 +240,7 @@ class ModelHost:
             previous.close()
         self.state = "ready"
         self.error = None
+        self._failed_loads = 0
         if generation is not None:
             self.generation = generation
         metrics.observe_model_load(time.perf_counter() - started, ok=True)
@@ -267,16 +284,23 @@ class ModelHost:
         while not self._stopped.is_set():
             self._beat()
             requested = self._safe(lambda: self.store(model_generation.current()), self.generation)
-            if requested != self.generation and self._reloading.acquire(False):
+            if self._engine is None and self._load_due() and self._reloading.acquire(False):
+                # Off this thread: the heartbeat goes on while a load takes its time.
+                threading.Thread(
+                    target=self._reload, args=(None,), name="load", daemon=True
+                ).start()
+            elif requested != self.generation and self._reloading.acquire(False):
                 threading.Thread(
                     target=self._reload, args=(requested,), name="reload", daemon=True
                 ).start()
             self._stopped.wait(self.settings.heartbeat_interval_s)
 
-    def _reload(self, generation: int) -> None:
-        # The heartbeat reports the new generation only once the load has ended either way.
+    def _reload(self, generation: int | None) -> None:
+        # The heartbeat reports the new generation only once the load has ended either way;
+        # None: a retry of a failed first load.
         try:
-            log.info("reload requested", extra={"generation": generation})
+            if generation is not None:
+                log.info("reload requested", extra={"generation": generation})
             self._load(generation)
         finally:
             self._reloading.release()

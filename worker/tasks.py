@@ -1,6 +1,7 @@
 """Thin tasks: they take ids and keys (JSON), set the request id for their log lines and call
 plain functions in `worker.realtime`, `worker.bulk` and `worker.callbacks`."""
 
+import contextlib
 import logging
 from functools import cache
 
@@ -75,9 +76,11 @@ def run_chunk(
 ) -> None:
     token = request_id_var.set(request_id)
     settings = get_settings()
+    holder = ""
     try:
         try:
-            engine = runtime.model_host().engine()
+            host = runtime.model_host()
+            engine, holder = host.engine(), host.worker_id
         except ModelNotAvailableError as exc:
             if self.request.retries < MODEL_RETRIES:
                 raise self.retry(countdown=5, exc=exc) from exc
@@ -97,10 +100,16 @@ def run_chunk(
             # A retry waited on purpose (its countdown): only a first delivery's wait counts.
             enqueued_at=enqueued_at if self.request.retries == 0 else None,
             quality=QualityConfig.from_settings(settings),
+            holder=holder,
         )
         if outcome.finished:
             job_ended.delay(job_id)
+        elif outcome.timed_out:  # the rest of the chunk, at once, one item at a time
+            raise self.retry(countdown=0)
     finally:
+        if holder:  # however the run ended; a chunk that raised is the sweeper's to re-drive
+            with contextlib.suppress(redis.RedisError):
+                _store()(jobs.release_chunk(job_id, chunk, holder))
         request_id_var.reset(token)
 
 
@@ -123,7 +132,9 @@ def job_ended(self: Task, job_id: str) -> None:
     try:
         record = store(jobs.read(job_id))
     except (JobNotFoundError, JobExpiredError):
+        store(jobs.settle(job_id))
         return
+    store(jobs.expect_news(job_id, 0))  # the sweeper sees this report running
     # Its log lines carry the request id of the upload that created the job.
     token = request_id_var.set(record.request_id)
     try:
@@ -140,7 +151,8 @@ def _report_end(task: Task, store: Store, record: jobs.JobRecord) -> None:
         log.info("job finished", extra=record.summary().model_dump(mode="json"))
     # The job no longer counts against its API key's limits (idempotent).
     store(limits.release_job(record.owner, job_id))
-    if not record.callback_url or record.callback_status == "delivered":
+    if not record.callback_url or record.callback_status in ("delivered", "failed"):
+        store(jobs.settle(job_id))
         return
     body = callbacks.callback_body(record.summary())
     attempt = task.request.retries + 1
@@ -150,6 +162,7 @@ def _report_end(task: Task, store: Store, record: jobs.JobRecord) -> None:
     except CallbackError as exc:
         if not exc.retryable or attempt >= settings.callback_max_attempts:
             store(jobs.set_callback_status(job_id, "failed"))
+            store(jobs.settle(job_id))
             metrics.observe_task_failure(JOB_ENDED_TASK, exc.reason)
             log.error(
                 "callback given up",
@@ -157,7 +170,11 @@ def _report_end(task: Task, store: Store, record: jobs.JobRecord) -> None:
             )
             return
         store(jobs.set_callback_status(job_id, "retrying"))
+        countdown = callbacks.backoff_s(task.request.retries)
+        # The retry waits on purpose: the sweeper reports the end again only if it is late.
+        store(jobs.expect_news(job_id, countdown))
         log.warning("callback failed; will retry", extra={"job_id": job_id, "error": str(exc)})
-        raise task.retry(countdown=callbacks.backoff_s(task.request.retries), exc=exc) from exc
+        raise task.retry(countdown=countdown, exc=exc) from exc
     store(jobs.set_callback_status(job_id, "delivered"))
+    store(jobs.settle(job_id))
     log.info("callback delivered", extra={"job_id": job_id, "attempts": attempt})

@@ -6,9 +6,10 @@ every write once the job has ended, and moves the job to its final status exactl
 redelivered chunk can never duplicate an item, and nothing finishes after a cancel.
 """
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,9 @@ class JobRecord:
     request_id: str | None = None
     chunks: int = 0
     owner: str = ""  # the API key that created it ("" when auth is off)
+    redrives: int = 0  # times the sweeper drove its stalled chunks again
+    end_reported: bool = False  # its end was counted and logged (`claim_end`)
+    fingerprint: str = ""  # of its upload; "" for a job created before fingerprints
 
     @property
     def pending(self) -> int:
@@ -96,6 +100,9 @@ class JobRecord:
             request_id=text(data.get("request_id")) or None,
             chunks=int(data.get("chunks", 0)),
             owner=text(data.get("owner")) or "",
+            redrives=int(data.get("redrives", 0)),
+            end_reported=bool(data.get("end_reported")),
+            fingerprint=text(data.get("fingerprint")) or "",
         )
 
 
@@ -117,6 +124,9 @@ class NewJob:
     callback_url: str | None
     request_id: str | None
     owner: str = ""
+    # Each chunk's item indices, as they are published: the sweeper re-drives from it.
+    plan: list[list[int]] = field(default_factory=list)
+    fingerprint: str = ""  # of the upload (gateway.job_uploads.UploadFingerprint)
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,23 @@ class Completion:
 # spelled once; the limits scripts use it too.
 LUA_ENDED = " or ".join(f"status == '{s.value}'" for s in sorted(TERMINAL))
 
-# KEYS: meta, results. ARGV: now, then (index, ok 1|0, json) per item.
+
+# A Lua statement: the job (ARGV job id at `LUA_JOB_ID`) showed a sign of life now, on
+# Redis's clock; XX, so a job whose end was settled is not watched again.
+def _lua_touch(watched_key: str, job_id_arg: str) -> str:
+    return (
+        "redis.call('ZADD', " + watched_key + ", 'XX', "
+        "tonumber(redis.call('TIME')[1]), " + job_id_arg + ")"
+    )
+
+
+# KEYS: watched. ARGV: job id. Starts watching a new job (create runs it in its transaction).
+_WATCH = """
+redis.call('ZADD', KEYS[1], tonumber(redis.call('TIME')[1]), ARGV[1])
+return 1
+"""
+
+# KEYS: meta, results, watched. ARGV: now, job id, then (index, ok 1|0, json) per item.
 _COMPLETE = script(f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {{0, 0, 0}} end
@@ -140,8 +166,9 @@ if {LUA_ENDED} then return {{0, 0, 0}} end
 if status == '{JobStatus.QUEUED}' then
   redis.call('HSET', KEYS[1], 'status', '{JobStatus.RUNNING}', 'started_at', ARGV[1])
 end
+{_lua_touch("KEYS[3]", "ARGV[2]")}
 local written = 0
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     written = written + 1
     if ARGV[i + 1] == '1' then
@@ -165,7 +192,8 @@ end
 return {{1, written, 0}}
 """)
 
-# KEYS: meta, deliveries. ARGV: now, chunk. Returns {status or '', deliveries, owner}.
+# KEYS: meta, deliveries, holders, watched. ARGV: now, chunk, holder, job id.
+# Returns {status or '', deliveries, owner}.
 _START_CHUNK = script(f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {{'', 0, ''}} end
@@ -176,7 +204,25 @@ end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if not ({LUA_ENDED}) then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  {_lua_touch("KEYS[4]", "ARGV[4]")}
+end
 return {{status, n, redis.call('HGET', KEYS[1], 'owner') or ''}}
+""")
+
+# KEYS: holders. ARGV: chunk, holder. Lets go of the chunk if this holder still has it.
+_RELEASE_CHUNK = script("""
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+""")
+
+# KEYS: watched. ARGV: job id, seconds. News of the job is due that much later (a callback
+# retry's countdown), so the sweeper does not report it again meanwhile.
+_EXPECT = script("""
+local due = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[2])
+return redis.call('ZADD', KEYS[1], 'XX', due, ARGV[1])
 """)
 
 # KEYS: meta, attempts. ARGV: indices. Returns each item's attempt number.
@@ -328,6 +374,7 @@ def create(job: NewJob, ttl_s: int, tombstone_ttl_s: int) -> Op[JobRecord]:
         "callback_url": job.callback_url or "",
         "request_id": job.request_id or "",
         "owner": job.owner,
+        "fingerprint": job.fingerprint,
     }
     if status is JobStatus.FAILED:
         meta["finished_at"] = repr(now)
@@ -342,7 +389,12 @@ def create(job: NewJob, ttl_s: int, tombstone_ttl_s: int) -> Op[JobRecord]:
             rejected = {str(r.index): r.to_json() for r in job.rejected}
             pipe.hset(keys.results(job.job_id), mapping=rejected)
             pipe.expire(keys.results(job.job_id), ttl_s)
+        if job.plan:
+            plan = {str(n): json.dumps(indices) for n, indices in enumerate(job.plan)}
+            pipe.hset(keys.plan(job.job_id), mapping=plan)
+            pipe.expire(keys.plan(job.job_id), ttl_s)
         pipe.set(keys.tombstone(job.job_id), job.owner, ex=ttl_s + tombstone_ttl_s)
+        pipe.eval(_WATCH, 1, keys.WATCHED_JOBS, job.job_id)
         return pipe.execute()
 
     record = JobRecord.from_hash(job.job_id, meta, ttl_s * 1000)
@@ -376,13 +428,15 @@ class ChunkStart:
     owner: str
 
 
-def start_chunk(job_id: str, chunk: int) -> Op[ChunkStart]:
-    """Mark the job running; its status, its owner and how often this chunk was delivered."""
+def start_chunk(job_id: str, chunk: int, holder: str = "") -> Op[ChunkStart]:
+    """Mark the job running and the chunk held by `holder` (a worker process id, whose
+    heartbeat the sweeper watches); the job's status, its owner and how often this chunk
+    was delivered."""
 
     def send(client: Any) -> Any:
-        return _START_CHUNK(
-            client, [keys.job(job_id), keys.deliveries(job_id)], [repr(time.time()), chunk]
-        )
+        names = [keys.job(job_id), keys.deliveries(job_id), keys.holders(job_id)]
+        args = [repr(time.time()), chunk, holder, job_id]
+        return _START_CHUNK(client, [*names, keys.WATCHED_JOBS], args)
 
     def parse(reply: Any) -> ChunkStart:
         name, deliveries, owner = (text(reply[0]), int(reply[1]), text(reply[2]) or "")
@@ -404,8 +458,13 @@ def count_attempts(job_id: str, indices: Sequence[int]) -> Op[list[int]]:
     return Op(send, lambda counts: [int(n) for n in counts])
 
 
+def release_chunk(job_id: str, chunk: int, holder: str) -> Op[bool]:
+    """The chunk's run ended, however it ended: `holder` no longer has it."""
+    return Op(lambda client: _RELEASE_CHUNK(client, [keys.holders(job_id)], [chunk, holder]), bool)
+
+
 def complete(job_id: str, results: Sequence[ItemResult]) -> Op[Completion]:
-    args = [repr(time.time())]
+    args = [repr(time.time()), job_id]
     for item in results:
         args += [str(item.index), "1" if item.ok else "0", item.to_json()]
 
@@ -414,7 +473,10 @@ def complete(job_id: str, results: Sequence[ItemResult]) -> Op[Completion]:
         return Completion(bool(accepted), int(written), bool(finished))
 
     return Op(
-        lambda client: _COMPLETE(client, [keys.job(job_id), keys.results(job_id)], args), parse
+        lambda client: _COMPLETE(
+            client, [keys.job(job_id), keys.results(job_id), keys.WATCHED_JOBS], args
+        ),
+        parse,
     )
 
 
@@ -448,3 +510,14 @@ def claim_end(job_id: str) -> Op[bool]:
     """True exactly once per job: whoever gets it reports the job's end (metrics, log line),
     so a redelivered report counts nothing twice."""
     return Op(lambda client: _CLAIM_END(client, [keys.job(job_id)], []), bool)
+
+
+def expect_news(job_id: str, within_s: float) -> Op[Any]:
+    """The job's next sign of life is due `within_s` from now (Redis's clock)."""
+    return Op(lambda client: _EXPECT(client, [keys.WATCHED_JOBS], [job_id, within_s]))
+
+
+def settle(job_id: str) -> Op[Any]:
+    """The job's end is fully reported (counted, callback delivered or given up): the
+    sweeper stops watching it."""
+    return Op(lambda client: client.zrem(keys.WATCHED_JOBS, job_id))

@@ -7,11 +7,15 @@ Every key starts with `catdog:`; `{id}` is a job id, `{pid}` a prediction id:
     catdog:job:{id}:results      hash    index -> ItemResult (JSON); written once per index
     catdog:job:{id}:attempts     hash    index -> times a worker started on the item
     catdog:job:{id}:deliveries   hash    chunk -> times the chunk was delivered
+    catdog:job:{id}:plan         hash    chunk -> its item indices (JSON), as first published
+    catdog:job:{id}:holders      hash    chunk -> the worker process running it now
     catdog:job:{id}:img:{index}  string  the uploaded bytes, deleted once the item has a result
     catdog:job-tomb:{id}         string  outlives the job by `job_tombstone_ttl_s`: 410, not 404
     catdog:idem:{kid}:{sha256}   string  an API key's Idempotency-Key -> job id (briefly while uploading, then for the job's life)
     catdog:predict:{pid}:img     string  the /predict upload, for one task
     catdog:predict:{pid}:reply   list    the worker's one PredictReply; the gateway BLPOPs it
+    catdog:jobs:watched          zset    job id -> when the sweeper expects news of it (Redis clock)
+    catdog:sweeper               string  the worker process that sweeps now (a lease)
     catdog:workers               zset    worker process id -> heartbeat expiry (Redis clock)
     catdog:worker:{wid}          string  Heartbeat (JSON): queues, state, model, generation
     catdog:model:generation      string  bumped by `python -m worker.reload`
@@ -30,6 +34,8 @@ import hashlib
 PREFIX = "catdog"
 
 WORKERS = f"{PREFIX}:workers"
+WATCHED_JOBS = f"{PREFIX}:jobs:watched"
+SWEEPER = f"{PREFIX}:sweeper"
 WORKER_PREFIX = f"{PREFIX}:worker:"
 MODEL_GENERATION = f"{PREFIX}:model:generation"
 API_KEY_PREFIX = f"{PREFIX}:apikey:"
@@ -55,6 +61,14 @@ def attempts(job_id: str) -> str:
 
 def deliveries(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:deliveries"
+
+
+def plan(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:plan"
+
+
+def holders(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:holders"
 
 
 def image(job_id: str, index: int) -> str:

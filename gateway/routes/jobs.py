@@ -12,6 +12,7 @@ from common.errors import (
     BrokerUnavailableError,
     ByteBudgetError,
     IdempotencyConflictError,
+    IdempotencyKeyReusedError,
     JobNotFoundError,
     TooManyJobsError,
 )
@@ -21,7 +22,7 @@ from common.store.ops import AsyncStore
 from common.wire import JobSummary
 from gateway.auth import Caller
 from gateway.dependencies import CallerDep, RequestIdDep, ServicesDep
-from gateway.job_uploads import receive_job
+from gateway.job_uploads import fingerprint_upload, receive_job
 from gateway.monitoring import MetricsDep
 from gateway.openapi import error_responses, multipart_body
 from gateway.schemas import CancelResponse, JobAccepted, JobStatusResponse
@@ -65,14 +66,21 @@ def _accepted(record: JobSummary, request: Request, response: Response) -> JobAc
 
 
 async def _replay(
-    store: AsyncStore, caller: Caller, job_id: str, request: Request, response: Response
+    services: Services, caller: Caller, job_id: str, request: Request, response: Response
 ) -> JobAccepted:
+    """The job an Idempotency-Key already names, if this upload is the same as its own."""
     try:
-        record = await store(jobs.read(job_id, caller.key_id))
+        record = await services.store(jobs.read(job_id, caller.key_id))
     except JobNotFoundError as exc:
         raise IdempotencyConflictError(
             "a request with this Idempotency-Key is still being received; retry shortly"
         ) from exc
+    fingerprint = await fingerprint_upload(request, services.settings)
+    if record.fingerprint and fingerprint != record.fingerprint:
+        raise IdempotencyKeyReusedError(
+            f"the Idempotency-Key already names job {job_id}, whose upload had other files;"
+            " use a new key for a new upload"
+        )
     response.headers["Idempotent-Replayed"] = "true"
     return _accepted(record.summary(), request, response)
 
@@ -109,7 +117,7 @@ async def _hold_place(services: Services, caller: Caller, job_id: str, nbytes: i
     "",
     status_code=202,
     response_model=JobAccepted,
-    responses=error_responses(401, 409, 413, 422, 429, 503),
+    responses=error_responses(401, 409, 413, 422, 429, 503, 507),
     openapi_extra=JOBS_BODY,
 )
 async def create_job(
@@ -131,14 +139,14 @@ async def create_job(
     """Submit photos (multipart field `files`, repeated) for classification in the background."""
     store, settings, owner = services.store, services.settings, caller.key_id
     if idempotency_key and (existing := await store(idempotency.lookup(owner, idempotency_key))):
-        return await _replay(store, caller, existing, request, response)
-    await services.ensure_capacity(settings.bulk_queue)
+        return await _replay(services, caller, existing, request, response)
+    await services.ensure_capacity(settings.bulk_queue, _declared_bytes(request, settings))
     job_id = uuid.uuid4().hex
     pending_ttl_s = settings.idempotency_pending_ttl_s
     reservation = idempotency.reserve(owner, idempotency_key or "", job_id, pending_ttl_s)
     if idempotency_key and not await store(reservation):
         existing = await store(idempotency.lookup(owner, idempotency_key))
-        return await _replay(store, caller, existing or job_id, request, response)
+        return await _replay(services, caller, existing or job_id, request, response)
     try:
         await _hold_place(services, caller, job_id, _declared_bytes(request, settings))
         keep_reserved = (

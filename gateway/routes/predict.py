@@ -34,7 +34,7 @@ PREDICT_BODY = multipart_body(
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=error_responses(401, 413, 415, 422, 429, 503, 504),
+    responses=error_responses(401, 413, 415, 422, 429, 503, 504, 507),
     openapi_extra=PREDICT_BODY,
 )
 async def predict(
@@ -50,7 +50,7 @@ async def predict(
     settings = services.settings
     upload = await read_single_file(request, "file", settings.max_image_bytes)
     await services.validate_image(upload.data)
-    await services.ensure_capacity(settings.realtime_queue)
+    await services.ensure_capacity(settings.realtime_queue, len(upload.data))
     await services.ensure_worker(settings.realtime_queue)
 
     prediction_id = uuid.uuid4().hex

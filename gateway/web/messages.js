@@ -37,6 +37,7 @@ const BY_REASON = {
   no_worker: "No classifier is running right now, so photos cannot be classified.",
   broker_unavailable: "The service's queue cannot be reached right now.",
   storage_full: "The service's storage is full right now. Try again in a minute.",
+  insufficient_storage: "The service cannot store that many photos right now. Try again later, or send fewer at once.",
   timeout: "The classifier did not answer in time; the service may be overloaded.",
   connection_lost: "The service cannot be reached. Check the network connection, then try again.",
 };

@@ -23,6 +23,7 @@ from common.labels import label_index
 from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.ml.model import ModelConfig, build_model
 from common.ml.preprocessing import preprocess_batch
+from tests.integration.callbacks import CallbackReceiver
 from tests.integration.mlflow_server import register_version, start_mlflow_server
 from tests.integration.processes import SHARED_DATA, Stack, start_stack
 
@@ -152,3 +153,17 @@ def stack(
 def client(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client() as http:
         yield http
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[[list[int]], CallbackReceiver]]:
+    """Makes callback receivers (each answering the given statuses, then 200)."""
+    made: list[CallbackReceiver] = []
+
+    def make(statuses: list[int]) -> CallbackReceiver:
+        made.append(CallbackReceiver(statuses))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.server.shutdown()

@@ -101,10 +101,15 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
     return Process(name, popen, log_path)
 
 
-def start_redis(log_dir: Path) -> tuple[Process, str]:
-    port = free_port()
+def start_redis(
+    log_dir: Path, port: int | None = None, appendonly: bool = False
+) -> tuple[Process, str]:
+    """A redis-server on a free port (or `port`, to restart one); with `appendonly`, it
+    persists to an append-only file in `log_dir` fsynced every second, as in compose."""
+    port = port or free_port()
     argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--daemonize", "no"]
+    argv += ["--appendonly", "yes" if appendonly else "no", "--daemonize", "no"]
+    argv += ["--dir", str(log_dir), "--appendfsync", "everysec"]
     proc = spawn(f"redis-{port}", argv, dict(os.environ), log_dir)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

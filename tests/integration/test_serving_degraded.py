@@ -4,6 +4,7 @@ a worker that never answers (504), Redis down (503), and expired jobs (410).
 A dedicated stack: Redis and a gateway with short timeouts and TTLs, and no worker at all.
 """
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.integration.processes import (
     service_env,
     start_gateway,
     start_redis,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -183,29 +185,51 @@ def test_the_gateway_answers_503_when_redis_is_down(
         gateway.stop()
 
 
-def test_a_full_redis_is_503_storage_full_and_keeps_nothing_of_the_refused_upload(
+def test_an_upload_that_would_not_fit_in_redis_is_507_before_a_byte_is_stored(
     http: httpx.Client, store: Store, fake_worker: Heartbeat, jpeg: bytes
 ) -> None:
-    # Redis at maxmemory with noeviction, as in compose: room for a few photos, not forty.
+    # Redis with maxmemory, as in compose: room for some photos, not sixty (client buffers
+    # take some of it). Uploads keep `redis_memory_reserve` of it free for the workers.
     used = int(store.redis.info("memory")["used_memory"])
     store.redis.config_set("maxmemory-policy", "noeviction")
-    store.redis.config_set("maxmemory", used + 8 * len(jpeg))
+    store.redis.config_set("maxmemory", int((used + 30 * len(jpeg)) / 0.9))
     try:
-        files = [("files", (f"{i}.jpg", jpeg)) for i in range(40)]
+        files = [("files", (f"{i}.jpg", jpeg)) for i in range(60)]
         refused_job = http.post("/jobs", files=files)
-        refused_photo = http.post("/predict", files={"file": ("a.jpg", jpeg * 20)})
+        refused_photo = http.post("/predict", files={"file": ("a.jpg", jpeg * 60)})
+        small_job = http.post("/jobs", files=files[:2])
     finally:
         store.redis.config_set("maxmemory", 0)
     for response in (refused_job, refused_photo):
-        assert response.status_code == 503, response.text
-        assert response.json()["reason"] == "storage_full"
-        assert "storage is full" in response.json()["detail"]
+        assert response.status_code == 507, response.text
+        assert response.json()["reason"] == "insufficient_storage"
+        assert "more bytes of uploads" in response.json()["detail"]
         assert int(response.headers["retry-after"]) > 0
-    # The photos stored before Redis filled up were deleted on the way out.
-    assert not list(store.redis.scan_iter(match=keys.image("*", "*")))
+    assert small_job.status_code == 202, small_job.text
+    # Nothing of the refused uploads was stored.
+    stored = {k.decode() for k in store.redis.scan_iter(match=keys.image("*", "*"))}
+    assert stored <= {keys.image(small_job.json()["job_id"], i) for i in range(2)}
     assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
-    # With room again, the same upload goes through.
-    assert http.post("/jobs", files=files).status_code == 202
+    # With room again, the same upload goes through (a passed reading is reused for 1 s).
+    wait_until(lambda: http.post("/jobs", files=files).status_code == 202, 5, "room again")
+
+
+def test_a_redis_already_at_maxmemory_refuses_uploads_without_a_server_error(
+    http: httpx.Client, store: Store, fake_worker: Heartbeat, jpeg: bytes
+) -> None:
+    store.redis.config_set("maxmemory-policy", "noeviction")
+    store.redis.config_set("maxmemory", 1)  # filled by something else
+    try:
+        job = http.post("/jobs", files=[("files", ("a.jpg", jpeg))])
+        photo = http.post("/predict", files={"file": ("a.jpg", jpeg)})
+    finally:
+        store.redis.config_set("maxmemory", 0)
+    # Refused on the gateway's memory reading (507), or, inside the second a passed reading
+    # is reused, by Redis itself (503): never a server error, never a half-stored upload.
+    expected = {507: "insufficient_storage", 503: "storage_full"}
+    for response in (job, photo):
+        assert expected.get(response.status_code) == response.json()["reason"], response.text
+    assert not list(store.redis.scan_iter(match=keys.image("*", "*")))
 
 
 def test_predict_waits_out_the_default_timeout_for_a_silent_worker_then_answers_504(
@@ -233,3 +257,52 @@ def test_predict_waits_out_the_default_timeout_for_a_silent_worker_then_answers_
     assert f"{default_s:g} s" in response.json()["detail"]
     assert default_s - 0.5 <= waited_s < default_s + 3
     assert not list(store.redis.scan_iter(match=keys.predict_image("*")))
+
+
+def test_a_hung_or_stopped_redis_is_503_within_a_second_and_the_gateway_recovers(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, jpeg: bytes
+) -> None:
+    logs = tmp_path_factory.mktemp("hung-redis")
+    redis_proc, redis_url = start_redis(logs)
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    env = service_env(redis_url, str(checkpoint))  # the default redis_timeout_s
+    timeout_s = float(Settings.model_fields["redis_timeout_s"].default)
+    gateway, url = start_gateway(env, logs)
+    ghost = {"state": "ready", "model": ModelRef("catdog", "ghost")}
+    photo = {"file": ("a.jpg", jpeg, "image/jpeg")}
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            announce(Store.from_url(redis_url), "ghost@test:1", **ghost)
+            job_id = client.post("/jobs", files={"files": ("a.jpg", jpeg)}).json()["job_id"]
+            for fault in ("hung", "down"):
+                if fault == "hung":
+                    redis_proc.kill(signal.SIGSTOP)
+                else:
+                    redis_proc.stop()
+                calls = {
+                    "predict": lambda: client.post("/predict", files=photo),
+                    "jobs": lambda: client.post("/jobs", files={"files": ("a.jpg", jpeg)}),
+                    "status": lambda: client.get(f"/jobs/{job_id}"),
+                    "readyz": lambda: client.get("/readyz"),
+                }
+                for name, call in calls.items():
+                    started = time.monotonic()
+                    response = call()
+                    waited_s = time.monotonic() - started
+                    assert response.status_code == 503, (fault, name, response.text)
+                    if name != "readyz":
+                        assert response.json()["reason"] == "broker_unavailable", response.text
+                    assert waited_s < timeout_s + 1, (fault, name, waited_s)
+                assert client.get("/livez").status_code == 200
+                if fault == "hung":
+                    redis_proc.kill(signal.SIGCONT)
+                else:  # back on its port, empty (no persistence here)
+                    redis_proc, _ = start_redis(logs, port=port)
+                    announce(Store.from_url(redis_url), "ghost@test:1", **ghost)
+                wait_until(lambda: client.get("/readyz").status_code == 200, 10, "recovery")
+                accepted = client.post("/jobs", files={"files": ("a.jpg", jpeg)})
+                assert accepted.status_code == 202, (fault, accepted.text)
+    finally:
+        gateway.stop()
+        redis_proc.kill(signal.SIGCONT)
+        redis_proc.stop()

@@ -3,10 +3,8 @@ cancellation, idempotency and signed callbacks."""
 
 import io
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,8 @@ import pytest
 from PIL import Image
 
 from common.store import keys
-from tests.integration.processes import Stack, all_items, free_port, wait_for_job, wait_until
+from tests.integration.callbacks import CallbackReceiver
+from tests.integration.processes import Stack, all_items, wait_for_job, wait_until
 from worker.callbacks import SIGNATURE_HEADER, verify_signature
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -197,48 +196,40 @@ def test_same_idempotency_key_returns_the_same_job_and_enqueues_nothing(
     assert other["job_id"] != first["job_id"]
 
 
-class _Receiver:
-    """A local HTTP endpoint that records callback POSTs and answers scripted statuses."""
+@pytest.mark.parametrize(
+    "change", ["other photos", "one photo more", "same photos, other names", "a callback"]
+)
+def test_the_same_idempotency_key_with_another_upload_is_422_and_stores_nothing(
+    client: httpx.Client, stack: Stack, kaggle: list[Path], change: str
+) -> None:
+    key = f"shelter-upload-{time.time_ns()}"
+    first = _submit(client, _files(kaggle[:3]), headers={"Idempotency-Key": key})
+    wait_for_job(client, first["job_id"])
+    stored_before = set(stack.redis.scan_iter(match=keys.job("*"), count=1000))
+    files, data = _files(kaggle[:3]), {}
+    if change == "other photos":
+        files = _files(kaggle[3:6])
+    elif change == "one photo more":
+        files = _files(kaggle[:4])
+    elif change == "same photos, other names":
+        files = [("files", (f"renamed-{name}", body, kind)) for _, (name, body, kind) in files]
+    else:
+        data = {"callback_url": "http://127.0.0.1:9/hook"}
 
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.calls: list[tuple[dict[str, str], bytes, float]] = []
-        receiver = self
+    response = client.post("/jobs", files=files, data=data, headers={"Idempotency-Key": key})
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.calls.append((dict(self.headers), body, time.monotonic()))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[[list[int]], _Receiver]]:
-    made: list[_Receiver] = []
-
-    def make(statuses: list[int]) -> _Receiver:
-        made.append(_Receiver(statuses))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.server.shutdown()
+    assert response.status_code == 422, response.text
+    assert response.json()["reason"] == "idempotency_key_reused"
+    assert first["job_id"] in response.json()["detail"]
+    assert set(stack.redis.scan_iter(match=keys.job("*"), count=1000)) == stored_before
+    assert stack.redis.llen("bulk") == 0
 
 
 def test_callback_receives_one_signed_post_when_the_job_ends(
     client: httpx.Client,
     stack: Stack,
     kaggle: list[Path],
-    receiver: Callable[[list[int]], _Receiver],
+    receiver: Callable[[list[int]], CallbackReceiver],
 ) -> None:
     hook = receiver([])
     accepted = _submit(client, _files(kaggle[:3]), data={"callback_url": hook.url})
@@ -263,7 +254,7 @@ def test_callback_is_retried_with_backoff_until_it_is_accepted(
     client: httpx.Client,
     stack: Stack,
     kaggle: list[Path],
-    receiver: Callable[[list[int]], _Receiver],
+    receiver: Callable[[list[int]], CallbackReceiver],
 ) -> None:
     hook = receiver([500, 503])
     accepted = _submit(client, _files(kaggle[:2]), data={"callback_url": hook.url})

@@ -1,28 +1,39 @@
-"""Workers dying and models changing under a running service.
+"""Workers dying, messages lost and models changing under a running service.
 
-A dedicated stack with a short visibility timeout (8 s), so a chunk held by a killed worker
-comes back quickly; chunks of 10 items run in batches of 2, so a kill lands mid-chunk. (On a
-loaded machine a chunk can outlive the short timeout and be delivered a third time while it
-runs: the results must still hold every item exactly once.)
+The stack runs with the production visibility timeout (an hour): a chunk held by a killed
+worker comes back through the sweeper (worker.sweeper), not through kombu. Heartbeats and
+sweeps are fast here (0.5 s) and a job counts as stalled after 3 s, so each recovery bound is
+seconds; chunks of 10 items run in batches of 2, so a kill lands mid-chunk.
 """
 
+import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import torch
+from PIL import Image
 
+from common.messaging import make_celery
 from common.ml.checkpoint import load_checkpoint, save_checkpoint
-from common.store import keys, workers
+from common.store import jobs, keys, workers
+from common.store.jobs import NewJob
 from common.store.ops import Store
+from common.wire import Classification, ItemResult, ModelRef
+from tests.images import encode
+from tests.integration.callbacks import CallbackReceiver
 from tests.integration.processes import (
+    Process,
     Stack,
     all_items,
     start_gateway,
@@ -31,13 +42,17 @@ from tests.integration.processes import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+# The issue's bound: a job whose worker died completes within two minutes of the kill.
+RECOVERY_BOUND_S = 120
 
 SETTINGS = {
-    "visibility_timeout_s": 8,
     "chunk_size": 10,
     "batch_size": 2,
     "heartbeat_interval_s": 0.5,
+    "sweep_interval_s": 0.5,
+    "stall_timeout_s": 3,
     "worker_threads": 1,  # one process per worker here: two threads would fight the suite
     "idempotency_pending_ttl_s": 3,
 }
@@ -76,11 +91,15 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
         done_at_kill = wait_until(mid_chunk, 60, "a chunk half done", every_s=0.005)
         worker_a.kill(signal.SIGKILL)
         worker_a.popen.wait(10)
+        killed_at = time.monotonic()
         assert done_at_kill < 200
 
         lone_stack.add_worker("b", concurrency=1)
-        final = wait_for_job(client, job_id, timeout_s=90)
+        final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
+        recovered_after_s = time.monotonic() - killed_at
         items = all_items(client, job_id)
+
+    assert recovered_after_s < RECOVERY_BOUND_S
 
     assert final["status"] == "succeeded"
     assert (final["done"], final["failed"], final["pending"]) == (200, 0, 0)
@@ -91,6 +110,7 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
     deliveries = {int(v) for v in redis.hvals(keys.deliveries(job_id))}
     assert max(deliveries) >= 2, "the killed worker's chunk was delivered again"
     assert len(redis.hvals(keys.attempts(job_id))) == 200
+    assert "chunks of a dead worker process queued again" in lone_stack.worker_logs()
 
 
 def _run(module: str, stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -114,25 +134,27 @@ def _predicted_version(stack: Stack, photo: Path) -> str:
 def test_reload_moves_workers_to_the_new_model_and_a_failed_load_keeps_the_old(
     lone_stack: Stack, model_path: Path, photo_dir: Path
 ) -> None:
-    if not any(p.alive() and p.name in ("a", "b") for p in lone_stack.processes):
-        lone_stack.add_worker("b", concurrency=1)
+    _a_worker(lone_stack)
     photo = sorted((photo_dir / "kaggle").glob("*.jpg"))[0]
     assert _predicted_version(lone_stack, photo) == "1"
+    original = model_path.read_bytes()
+    try:
+        model, config, _ = load_checkpoint(model_path)
+        save_checkpoint(model_path, model, config, {"model_name": "catdog", "model_version": "v2"})
+        reloaded = _run("worker.reload", lone_stack, "--timeout", "30")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        assert "now v2" in reloaded.stdout
+        assert _predicted_version(lone_stack, photo) == "v2"
 
-    model, config, _ = load_checkpoint(model_path)
-    save_checkpoint(model_path, model, config, {"model_name": "catdog", "model_version": "v2"})
-    reloaded = _run("worker.reload", lone_stack, "--timeout", "30")
-    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
-    assert "now v2" in reloaded.stdout
-    assert _predicted_version(lone_stack, photo) == "v2"
-
-    torch.save({"not": "a checkpoint"}, model_path)
-    failed = _run("worker.reload", lone_stack, "--timeout", "30")
-    assert failed.returncode == 1
-    assert "kept v2" in failed.stdout
-    assert _predicted_version(lone_stack, photo) == "v2"
-    with lone_stack.client() as client:
-        assert client.get("/readyz").status_code == 200
+        torch.save({"not": "a checkpoint"}, model_path)
+        failed = _run("worker.reload", lone_stack, "--timeout", "30")
+        assert failed.returncode == 1
+        assert "kept v2" in failed.stdout
+        assert _predicted_version(lone_stack, photo) == "v2"
+        with lone_stack.client() as client:
+            assert client.get("/readyz").status_code == 200
+    finally:  # workers started by later tests load a good model
+        model_path.write_bytes(original)
 
 
 def test_healthcheck_pings_this_worker_by_name(lone_stack: Stack) -> None:
@@ -176,8 +198,7 @@ def _start_upload(url: str, idempotency_key: str) -> socket.socket:
 def test_a_gateway_killed_mid_upload_frees_its_idempotency_key_within_the_pending_ttl(
     lone_stack: Stack, photo_dir: Path
 ) -> None:
-    if not any(p.alive() and p.name in ("a", "b") for p in lone_stack.processes):
-        lone_stack.add_worker("b", concurrency=1)
+    _a_worker(lone_stack)
     doomed, doomed_url = start_gateway(lone_stack.env, lone_stack.log_dir)
     key = "shelter-upload-monday"
     reservation = keys.idempotency("", key)  # the anonymous caller: auth is off here
@@ -211,3 +232,219 @@ def test_a_gateway_killed_mid_upload_frees_its_idempotency_key_within_the_pendin
     assert again.status_code == 202 and again.json()["job_id"] == job_id
     assert again.headers["idempotent-replayed"] == "true"
     assert lone_stack.redis.ttl(reservation) > 60  # the job's lifetime, not the pending TTL
+
+
+WORKER_NAMES = ("a", "b", "c", "slow")
+
+
+def _a_worker(stack: Stack) -> Process:
+    """Any live worker of this module, or a new "b"."""
+    running = [p for p in stack.processes if p.alive() and p.name in WORKER_NAMES]
+    return running[0] if running else stack.add_worker("b", concurrency=1)
+
+
+def _only_worker(stack: Stack, name: str, **settings: Any) -> Process:
+    """A new worker `name` (with `settings`), after every other worker has stopped: the
+    test's job can only go to it."""
+    for proc in stack.processes:
+        if proc.alive() and proc.name in WORKER_NAMES:
+            proc.stop()
+    return stack.add_worker(name, concurrency=1, **settings)
+
+
+def _files(photos: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+
+
+def _kaggle(photo_dir: Path, count: int) -> list[Path]:
+    return sorted((photo_dir / "kaggle").glob("*.jpg"))[:count]
+
+
+def _settled(stack: Stack, job_id: str) -> bool:
+    """The job's end was fully reported: the sweeper no longer watches it, so no further
+    report (and no second callback) can come from it."""
+    return stack.redis.zscore(keys.WATCHED_JOBS, job_id) is None
+
+
+def _assert_complete_once(client: httpx.Client, job_id: str, total: int) -> None:
+    items = all_items(client, job_id)
+    assert sorted(item["index"] for item in items) == list(range(total))
+    assert all(item["status"] == "succeeded" for item in items), items
+
+
+def test_a_pool_process_killed_mid_chunk_is_replaced_and_the_job_completes(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    worker = _only_worker(lone_stack, "c")
+    store = Store.from_url(lone_stack.redis_url)
+    child = next(hb.pid for hb in store(workers.live()) if hb.hostname.startswith("c@"))
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 60))).json()["job_id"]
+        wait_until(
+            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 5,
+            60,
+            "the job under way",
+            every_s=0.01,
+        )
+        os.kill(child, signal.SIGKILL)  # the pool process only; its worker lives on
+        killed_at = time.monotonic()
+        final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
+        assert time.monotonic() - killed_at < RECOVERY_BOUND_S
+        assert (final["status"], final["done"], final["failed"]) == ("succeeded", 60, 0)
+        _assert_complete_once(client, job_id, 60)
+    assert worker.alive()
+
+
+def test_a_job_whose_chunk_messages_were_lost_is_driven_again_and_calls_back_once(
+    lone_stack: Stack,
+    photo_dir: Path,
+    receiver: Callable[[list[int]], CallbackReceiver],
+) -> None:
+    node = _a_worker(lone_stack)
+    hostname = next(
+        hb.hostname
+        for hb in Store.from_url(lone_stack.redis_url)(workers.live())
+        if hb.hostname.startswith(f"{node.name}@")
+    )
+    celery = make_celery(lone_stack.settings(), "catdog-test-control")
+    hook = receiver([])
+    bulk = lone_stack.settings().bulk_queue
+    try:
+        # The worker stops consuming, so the job's messages wait in the queue; then they
+        # are deleted, as a Redis crash inside its last second of writes would lose them.
+        celery.control.cancel_consumer(bulk, destination=[hostname], reply=True, timeout=5)
+        with lone_stack.client() as client:
+            accepted = client.post(
+                "/jobs", files=_files(_kaggle(photo_dir, 25)), data={"callback_url": hook.url}
+            )
+            job_id = accepted.json()["job_id"]
+            assert lone_stack.redis.llen(bulk) == 3
+            lone_stack.redis.delete(bulk)
+            celery.control.add_consumer(bulk, destination=[hostname], reply=True, timeout=5)
+            final = wait_for_job(client, job_id, timeout_s=60)
+            assert (final["status"], final["done"]) == ("succeeded", 25)
+            _assert_complete_once(client, job_id, 25)
+            wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
+    finally:
+        celery.close()
+    assert len(hook.calls) == 1
+    assert "stalled job driven again" in node.log()
+
+
+def test_a_job_whose_last_item_finished_without_its_end_report_still_calls_back_once(
+    lone_stack: Stack, receiver: Callable[[list[int]], CallbackReceiver]
+) -> None:
+    _a_worker(lone_stack)
+    hook = receiver([])
+    store = Store.from_url(lone_stack.redis_url)
+    job_id = uuid.uuid4().hex
+    job = NewJob(job_id, ["a.jpg", "b.jpg"], [], 1, hook.url, None, plan=[[0, 1]])
+    store(jobs.create(job, ttl_s=600, tombstone_ttl_s=60))
+    found = Classification(
+        label="cat",
+        probability=0.9,
+        probabilities={"cat": 0.9, "dog": 0.1},
+        model=ModelRef("catdog", "1"),
+    )
+    # What a worker writes for the last items before it is killed, never queueing the report.
+    results = [ItemResult(index=i, prediction=found) for i in (0, 1)]
+    assert store(jobs.complete(job_id, results)).finished
+
+    wait_until(lambda: hook.calls, 30, "the callback")
+    wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
+    assert len(hook.calls) == 1
+    assert json.loads(hook.calls[0][1])["status"] == "succeeded"
+
+
+def test_a_worker_stopped_by_a_full_redis_leaves_its_chunk_to_be_driven_again(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    # Redis at maxmemory refuses every command of a MULTI, so kombu cannot acknowledge a
+    # message and Celery stops the worker. The gateway keeps Redis below that mark for its
+    # uploads (test_serving_degraded.py); here something else filled it.
+    worker = _only_worker(lone_stack, "b")
+    redis = lone_stack.redis
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 40))).json()["job_id"]
+        wait_until(
+            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 4,
+            60,
+            "the job under way",
+            every_s=0.01,
+        )
+        redis.config_set("maxmemory", 1)  # noeviction: writes are refused from now on
+        try:
+            wait_until(lambda: not worker.alive(), 60, "the worker to stop on the full Redis")
+        finally:
+            redis.config_set("maxmemory", 0)
+        assert "OutOfMemoryError" in worker.log()
+        _a_worker(lone_stack)  # what the container's restart policy does
+        final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
+        assert (final["status"], final["done"], final["failed"]) == ("succeeded", 40, 0)
+        _assert_complete_once(client, job_id, 40)
+
+
+def test_an_item_past_the_soft_time_limit_fails_with_timeout_and_the_job_goes_on(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    # One photo alone in each pass; the slow one takes about a second to decode here.
+    slow_worker = _only_worker(
+        lone_stack, "slow", task_soft_time_limit_s=0.6, task_time_limit_s=30, batch_size=1
+    )
+    slow = encode(Image.new("RGB", (7000, 7000), (120, 90, 60)), "PNG")
+    files = [("files", ("huge.png", slow, "image/png")), *_files(_kaggle(photo_dir, 2))]
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=files).json()["job_id"]
+        final = wait_for_job(client, job_id, timeout_s=60)
+        items = all_items(client, job_id)
+    assert (final["status"], final["done"], final["failed"]) == ("succeeded", 2, 1)
+    assert items[0]["error"]["reason"] == "timeout", items[0]
+    assert [item["status"] for item in items[1:]] == ["succeeded", "succeeded"]
+    slow_worker.stop()  # later tests get a worker with the usual limits
+
+
+def test_a_worker_without_a_model_takes_no_work_and_serves_once_its_model_appears(
+    lone_stack: Stack, model_path: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    good = _a_worker(lone_stack)
+    champion = tmp_path / "not-yet" / "model.pt"  # registered later in the test
+    lone_stack.add_worker("nomodel", wait=False, model_uri=champion, model_load_retry_s=1)
+    store = Store.from_url(lone_stack.redis_url)
+
+    def failed() -> bool:
+        return any(
+            hb.hostname.startswith("nomodel@") and hb.state == "failed"
+            for hb in store(workers.live())
+        )
+
+    wait_until(failed, 60, "the worker without a model to report its failed load")
+    photos = _kaggle(photo_dir, 200)
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=_files(photos)).json()["job_id"]
+        answers = [
+            client.post("/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")})
+            for p in photos[:50]
+        ]
+        final = wait_for_job(client, job_id, timeout_s=120)
+        items = all_items(client, job_id)
+    assert [a.status_code for a in answers] == [200] * 50, [a.text for a in answers if a.is_error]
+    assert (final["done"], final["failed"]) == (200, 0)
+    assert not [i for i in items if (i.get("error") or {}).get("reason") == "model_not_available"]
+    nomodel = lone_stack.worker("nomodel")
+    assert "Task catdog." not in nomodel.log()  # it received nothing
+
+    champion.parent.mkdir()
+    shutil.copy(model_path, champion)
+    wait_until(
+        lambda: "model ready: consuming" in nomodel.log(), 60, "the late worker to start serving"
+    )
+    good.stop()  # now only the late worker can answer
+    photo = photos[0]
+    with lone_stack.client() as client:
+
+        def answered() -> httpx.Response | None:
+            response = client.post("/predict", files={"file": (photo.name, photo.read_bytes())})
+            return response if response.status_code == 200 else None
+
+        late = wait_until(answered, 30, "an answer from the late worker", every_s=0.5)
+    assert late.json()["label"] in ("cat", "dog")

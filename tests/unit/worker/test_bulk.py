@@ -6,6 +6,7 @@ recorded for feedback."""
 import time
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from common import quality as q
 from common.quality import QualityConfig
@@ -192,3 +193,45 @@ def test_a_chunk_records_its_predictions_for_feedback(store: Store) -> None:
     assert store.redis.hget(q.Keys.record(f"job:{job_id}:0"), "label") == b"dog"
     assert not store.redis.exists(q.Keys.record(f"job:{job_id}:1"))  # failed: nothing to score
     assert store.redis.lrange(q.Keys.predictions(FAKE_MODEL), 0, -1) == [b"dog 0.800000"]
+
+
+def test_the_soft_time_limit_fails_the_items_in_hand_and_leaves_the_rest_for_a_retry(
+    store: Store,
+) -> None:
+    job_id = make_job(store, [jpeg()] * 6)
+    engine = FakeEngine()
+
+    def time_is_up() -> None:
+        if len(engine.batches) == 2:  # Celery raises this in the task when its limit passes
+            raise SoftTimeLimitExceeded()
+
+    engine.on_batch = time_is_up
+    outcome = chunk(store, engine, job_id, list(range(6)), batch_size=2)
+
+    assert outcome.timed_out and not outcome.finished
+    found = results(store, job_id)
+    assert sorted(found) == [0, 1, 2, 3]  # 4 and 5 wait for the retry
+    assert [found[i].error.reason for i in (2, 3) if found[i].error] == ["timeout", "timeout"]
+    assert all(label_of(found[i]) == "dog" for i in (0, 1))
+    assert store(jobs.status(job_id)) is JobStatus.RUNNING
+
+
+def test_a_chunk_names_its_holder_while_it_runs(store: Store) -> None:
+    job_id = make_job(store, [jpeg()] * 2)
+    engine = FakeEngine()
+    seen: list[dict[bytes, bytes]] = []
+    engine.on_batch = lambda: seen.append(store.redis.hgetall(keys.holders(job_id)))
+    run_chunk(
+        store,
+        engine,
+        job_id,
+        3,
+        [0, 1],
+        batch_size=4,
+        max_deliveries=3,
+        limits=LIMITS,
+        holder="w@h:42",
+    )
+    assert seen == [{b"3": b"w@h:42"}]
+    assert store(jobs.release_chunk(job_id, 3, "w@h:other")) is False  # not its to release
+    assert store(jobs.release_chunk(job_id, 3, "w@h:42")) is True

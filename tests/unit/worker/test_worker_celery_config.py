@@ -1,5 +1,7 @@
 """The Celery configuration both sides build: JSON only, late acks, explicit routing."""
 
+import pytest
+
 from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK, celery_config, make_celery
 from common.settings import Settings
 
@@ -12,14 +14,32 @@ def test_messages_are_json_only_so_a_pickle_is_refused() -> None:
 
 
 def test_tasks_are_acknowledged_late_and_requeued_when_their_process_dies() -> None:
-    conf = celery_config(Settings(visibility_timeout_s=120, worker_max_memory_per_child_kb=999))
+    conf = celery_config(Settings(visibility_timeout_s=200, worker_max_memory_per_child_kb=999))
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     transport = conf["broker_transport_options"]
-    assert transport["visibility_timeout"] == 120
+    assert transport["visibility_timeout"] == 200
     # Lost messages are swept back well within the visibility timeout.
     assert transport["unacked_restore_interval"] * transport["unacked_restore_throttle"] <= 30
     assert conf["worker_max_memory_per_child"] == 999
+
+
+def test_every_task_has_a_soft_and_a_hard_time_limit_from_the_settings() -> None:
+    conf = celery_config(Settings(task_soft_time_limit_s=30, task_time_limit_s=45))
+    assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (30, 45)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"task_soft_time_limit_s": 50, "task_time_limit_s": 40},
+        {"task_soft_time_limit_s": 50, "task_time_limit_s": 60, "visibility_timeout_s": 60},
+    ],
+)
+def test_time_limits_out_of_order_are_refused(limits: dict[str, float]) -> None:
+    # A hard limit past the visibility timeout would let a slow task be delivered twice.
+    with pytest.raises(ValueError, match="time limits must be ordered"):
+        Settings(**limits)  # type: ignore[arg-type]
 
 
 def test_model_loading_gets_more_than_celerys_four_seconds() -> None:
