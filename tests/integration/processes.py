@@ -102,16 +102,24 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
 
 
 def start_redis(
-    log_dir: Path, port: int | None = None, appendonly: bool = False
+    log_dir: Path,
+    port: int | None = None,
+    appendonly: bool = False,
+    bind: str = "127.0.0.1",
+    password: str | None = None,
 ) -> tuple[Process, str]:
     """A redis-server on a free port (or `port`, to restart one); with `appendonly`, it
-    persists to an append-only file in `log_dir` fsynced every second, as in compose."""
+    persists to an append-only file in `log_dir` fsynced every second, as in compose.
+    `bind`: its addresses, space-separated (the URL names the first); a `password` is
+    required of every client, as a Redis reachable from other hosts must."""
     port = port or free_port()
-    argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv = [REDIS_SERVER, "--port", str(port), "--bind", *bind.split(), "--save", ""]
     argv += ["--appendonly", "yes" if appendonly else "no", "--daemonize", "no"]
     argv += ["--dir", str(log_dir), "--appendfsync", "everysec"]
+    argv += ["--requirepass", password] if password else []
     proc = spawn(f"redis-{port}", argv, dict(os.environ), log_dir)
-    url = f"redis://127.0.0.1:{port}/0"
+    auth = f":{password}@" if password else ""
+    url = f"redis://{auth}{bind.split()[0]}:{port}/0"
     client = redis.Redis.from_url(url)
     wait_until(client.ping, 10, f"redis-server on port {port}")
     client.close()
@@ -158,8 +166,11 @@ def start_worker(
     concurrency: int = 1,
     pool: str = "prefork",
     queues: str | None = None,
+    wrapper: list[str] | None = None,
 ) -> Process:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker"]
+    """A Celery worker; `wrapper` runs it through another command (`ip netns exec NS`)."""
+    argv = [*(wrapper or []), sys.executable, "-m", "celery", "-A", "worker.celery_app:app"]
+    argv += ["worker"]
     # Without `queues` (-Q) the worker consumes both queues its settings name.
     argv += ["-c", str(concurrency), "-P", pool, *(["-Q", queues] if queues else [])]
     argv += ["--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle"]
@@ -292,10 +303,13 @@ class Stack:
             proc.stop()
 
 
-def start_stack(log_dir: Path, model_uri: str, workers: int, **settings: Any) -> Stack:
-    """Redis, then the gateway, then `workers` single-node workers (concurrency 2 each)."""
+def start_stack(
+    log_dir: Path, model_uri: str, workers: int, redis_appendonly: bool = False, **settings: Any
+) -> Stack:
+    """Redis (persisting as in compose with `redis_appendonly`), then the gateway, then
+    `workers` single-node workers (concurrency 2 each)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    redis_proc, redis_url = start_redis(log_dir)
+    redis_proc, redis_url = start_redis(log_dir, appendonly=redis_appendonly)
     env = service_env(redis_url, model_uri, **settings)
     stack = Stack("", redis_url, env, log_dir, [redis_proc])
     try:

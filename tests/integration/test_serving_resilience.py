@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.messaging import make_celery
+from common.messaging import make_celery, publish_chunk
 from common.ml.checkpoint import load_checkpoint, save_checkpoint
 from common.store import jobs, keys, workers
 from common.store.jobs import NewJob
@@ -37,6 +37,7 @@ from tests.integration.processes import (
     Stack,
     all_items,
     start_gateway,
+    start_redis,
     start_stack,
     wait_for_job,
     wait_until,
@@ -69,20 +70,26 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Pa
 @pytest.fixture(scope="module")
 def lone_stack(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Stack]:
     stack = start_stack(
-        tmp_path_factory.mktemp("resilience-stack"), str(model_path), workers=0, **SETTINGS
+        tmp_path_factory.mktemp("resilience-stack"),
+        str(model_path),
+        workers=0,
+        redis_appendonly=True,  # as in compose: the Redis restart test needs it
+        **SETTINGS,
     )
     yield stack
     stack.stop()
 
 
 def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
-    lone_stack: Stack, photo_dir: Path
+    lone_stack: Stack, photo_dir: Path, receiver: Callable[[list[int]], CallbackReceiver]
 ) -> None:
     worker_a = lone_stack.add_worker("a", concurrency=1)
     photos = sorted((photo_dir / "kaggle").glob("*.jpg"))
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    hook = receiver([])
     with lone_stack.client() as client:
-        job_id = client.post("/jobs", files=files).json()["job_id"]
+        accepted = client.post("/jobs", files=files, data={"callback_url": hook.url})
+        job_id = accepted.json()["job_id"]
 
         def mid_chunk() -> int | None:
             done = int(client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"])
@@ -98,8 +105,10 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
         final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
         recovered_after_s = time.monotonic() - killed_at
         items = all_items(client, job_id)
+    wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
 
     assert recovered_after_s < RECOVERY_BOUND_S
+    assert len(hook.calls) == 1
 
     assert final["status"] == "succeeded"
     assert (final["done"], final["failed"], final["pending"]) == (200, 0, 0)
@@ -448,3 +457,78 @@ def test_a_worker_without_a_model_takes_no_work_and_serves_once_its_model_appear
 
         late = wait_until(answered, 30, "an answer from the late worker", every_s=0.5)
     assert late.json()["label"] in ("cat", "dog")
+
+
+def test_redis_killed_and_restarted_mid_job_loses_nothing_and_the_job_completes(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    _a_worker(lone_stack)
+    redis_proc = lone_stack.processes[0]
+    port = int(lone_stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    with lone_stack.client() as client:
+        job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 60))).json()["job_id"]
+        wait_until(
+            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 10,
+            60,
+            "the job under way",
+            every_s=0.01,
+        )
+        # A crash, not a shutdown: appendfsync everysec may lose the last second of writes
+        # (results, holders, messages), which the sweeper and the per-index writes cover.
+        redis_proc.kill(signal.SIGKILL)
+        redis_proc.popen.wait(10)
+        restarted, _ = start_redis(lone_stack.log_dir, port=port, appendonly=True)
+        lone_stack.processes[0] = restarted
+        final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
+        assert (final["status"], final["done"], final["failed"]) == ("succeeded", 60, 0)
+        _assert_complete_once(client, job_id, 60)
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_chunk_task_that_raises_is_driven_again_from_the_plan_and_calls_back_once(
+    lone_stack: Stack, photo_dir: Path, receiver: Callable[[list[int]], CallbackReceiver]
+) -> None:
+    _a_worker(lone_stack)
+    hook = receiver([])
+    store = Store.from_url(lone_stack.redis_url)
+    photos = _kaggle(photo_dir, 6)
+    job_id = uuid.uuid4().hex
+    names = [p.name for p in photos]
+    job = NewJob(job_id, names, [], 1, hook.url, None, plan=[list(range(6))])
+    store(jobs.create(job, ttl_s=600, tombstone_ttl_s=60))
+    for i, photo in enumerate(photos):
+        store(jobs.store_image(job_id, i, photo.read_bytes(), 600))
+    # Its only message is one no retry rule covers: the task raises (an item index that is
+    # not a number fails validation) and the message is gone.
+    celery = make_celery(lone_stack.settings(), "catdog-test-publisher")
+    try:
+        publish_chunk(celery, lone_stack.settings(), job_id, 0, ["x"], None, time.time())  # type: ignore[list-item]
+    finally:
+        celery.close()
+
+    with lone_stack.client() as client:
+        final = wait_for_job(client, job_id, timeout_s=60)
+        assert (final["status"], final["done"], final["failed"]) == ("succeeded", 6, 0)
+        _assert_complete_once(client, job_id, 6)
+    wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
+    assert len(hook.calls) == 1
+    assert "raised unexpected" in lone_stack.worker_logs()
+
+
+def test_a_gateway_restarted_mid_job_serves_its_status_and_results(
+    lone_stack: Stack, photo_dir: Path
+) -> None:
+    _a_worker(lone_stack)
+    first, first_url = start_gateway(lone_stack.env, lone_stack.log_dir)
+    files = _files(_kaggle(photo_dir, 40))
+    job_id = httpx.post(f"{first_url}/jobs", files=files, timeout=30).json()["job_id"]
+    first.kill(signal.SIGKILL)
+    first.popen.wait(10)
+    second, second_url = start_gateway(lone_stack.env, lone_stack.log_dir)
+    try:
+        with httpx.Client(base_url=second_url, timeout=30) as client:
+            final = wait_for_job(client, job_id, timeout_s=60)
+            assert (final["status"], final["done"]) == ("succeeded", 40)
+            _assert_complete_once(client, job_id, 40)
+    finally:
+        second.stop()
