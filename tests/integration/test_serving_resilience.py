@@ -282,13 +282,15 @@ def _assert_complete_once(client: httpx.Client, job_id: str, total: int) -> None
 
 
 def test_a_pool_process_killed_mid_chunk_is_replaced_and_the_job_completes(
-    lone_stack: Stack, photo_dir: Path
+    lone_stack: Stack, photo_dir: Path, receiver: Callable[[list[int]], CallbackReceiver]
 ) -> None:
     worker = _only_worker(lone_stack, "c")
     store = Store.from_url(lone_stack.redis_url)
     child = next(hb.pid for hb in store(workers.live()) if hb.hostname.startswith("c@"))
+    hook = receiver([])
     with lone_stack.client() as client:
-        job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 60))).json()["job_id"]
+        files, data = _files(_kaggle(photo_dir, 60)), {"callback_url": hook.url}
+        job_id = client.post("/jobs", files=files, data=data).json()["job_id"]
         wait_until(
             lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 5,
             60,
@@ -301,6 +303,8 @@ def test_a_pool_process_killed_mid_chunk_is_replaced_and_the_job_completes(
         assert time.monotonic() - killed_at < RECOVERY_BOUND_S
         assert (final["status"], final["done"], final["failed"]) == ("succeeded", 60, 0)
         _assert_complete_once(client, job_id, 60)
+    wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
+    assert len(hook.calls) == 1
     assert worker.alive()
 
 
