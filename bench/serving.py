@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -130,17 +131,22 @@ def memory() -> dict[str, float]:
 
 
 class MemorySampler:
-    """Resident memory of the stack's processes every half second, in a thread."""
+    """`sample()` (by default the resident memory of the stack's processes) every
+    `every_s`, in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, sample: Callable[[], dict[str, float]] = memory, every_s: float = 0.5
+    ) -> None:
+        self.sample = sample
+        self.every_s = every_s
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(memory())
-            self._stop.wait(0.5)
+            self.samples.append(self.sample())
+            self._stop.wait(self.every_s)
 
     def __enter__(self) -> "MemorySampler":
         self._thread.start()

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import random
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ sys.path.insert(0, str(BENCH.parent))
 from ceiling import KAGGLE  # noqa: E402
 from load import latency_summary  # noqa: E402
 from reporting import write_results  # noqa: E402
-from serving import bench_key, machine, memory  # noqa: E402
+from serving import MemorySampler, bench_key, machine, memory  # noqa: E402
 
 from common.settings import get_settings  # noqa: E402
 from training.lineage import git_commit  # noqa: E402
@@ -67,34 +66,11 @@ class Tally:
             self.server_errors.append(f"{kind} {status} {body[:200]}")
 
 
-class Sampler:
-    """Memory of the stack's processes and of Redis every `every_s`, in a thread."""
-
-    def __init__(self, client: redis.Redis, every_s: float = 10.0) -> None:
-        self.client = client
-        self.every_s = every_s
-        self.started = time.monotonic()
-        self.samples: list[dict[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> dict[str, float]:
-        used = int(self.client.info("memory")["used_memory"]) / 2**20
-        at = round(time.monotonic() - self.started, 1)
-        return {"t_s": at, "redis_mb": round(used, 1), **memory()}
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.sample())
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def stack_and_redis(client: redis.Redis, started: float) -> dict[str, float]:
+    """One soak sample: seconds since `started`, Redis's used memory and each process's."""
+    used = int(client.info("memory")["used_memory"]) / 2**20
+    at = round(time.monotonic() - started, 1)
+    return {"t_s": at, "redis_mb": round(used, 1), **memory()}
 
 
 def bad_upload(kind: str, photo: bytes) -> dict[str, Any]:
@@ -160,7 +136,7 @@ def growth(samples: list[dict[str, float]], name: str, from_s: float) -> float |
     return round(values[-1] / values[0] - 1, 4) if len(values) >= 2 else None
 
 
-def settle(sampler: Sampler, baseline_mb: float, limit_s: float) -> dict[str, float]:
+def settle(sampler: MemorySampler, baseline_mb: float, limit_s: float) -> dict[str, float]:
     """Wait for Redis to be back within 10% (or 1 MB) of where it started."""
     started = time.monotonic()
     while True:
@@ -182,7 +158,8 @@ def main() -> None:
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url)
     headers = bench_key()
-    sampler = Sampler(client)
+    started = time.monotonic()
+    sampler = MemorySampler(lambda: stack_and_redis(client, started), every_s=10.0)
     baseline = sampler.sample()
     print(f"soak: {args.minutes} min at concurrency {args.concurrency}; start {baseline}")
     with sampler:

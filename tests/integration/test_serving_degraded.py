@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -264,7 +265,7 @@ def test_a_hung_or_stopped_redis_is_503_within_a_second_and_the_gateway_recovers
 ) -> None:
     logs = tmp_path_factory.mktemp("hung-redis")
     redis_proc, redis_url = start_redis(logs)
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = urlparse(redis_url).port
     env = service_env(redis_url, str(checkpoint))  # the default redis_timeout_s
     timeout_s = float(Settings.model_fields["redis_timeout_s"].default)
     gateway, url = start_gateway(env, logs)

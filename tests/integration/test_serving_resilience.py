@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -269,6 +270,15 @@ def _kaggle(photo_dir: Path, count: int) -> list[Path]:
     return sorted((photo_dir / "kaggle").glob("*.jpg"))[:count]
 
 
+def _wait_for_done(client: httpx.Client, job_id: str, done: int) -> None:
+    """Until at least `done` items of the job have a result (the job is under way)."""
+
+    def reached() -> bool:
+        return int(client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"]) >= done
+
+    wait_until(reached, 60, f"{done} items of the job done", every_s=0.01)
+
+
 def _settled(stack: Stack, job_id: str) -> bool:
     """The job's end was fully reported: the sweeper no longer watches it, so no further
     report (and no second callback) can come from it."""
@@ -291,12 +301,7 @@ def test_a_pool_process_killed_mid_chunk_is_replaced_and_the_job_completes(
     with lone_stack.client() as client:
         files, data = _files(_kaggle(photo_dir, 60)), {"callback_url": hook.url}
         job_id = client.post("/jobs", files=files, data=data).json()["job_id"]
-        wait_until(
-            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 5,
-            60,
-            "the job under way",
-            every_s=0.01,
-        )
+        _wait_for_done(client, job_id, 5)
         os.kill(child, signal.SIGKILL)  # the pool process only; its worker lives on
         killed_at = time.monotonic()
         final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
@@ -379,12 +384,7 @@ def test_a_worker_stopped_by_a_full_redis_leaves_its_chunk_to_be_driven_again(
     redis = lone_stack.redis
     with lone_stack.client() as client:
         job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 40))).json()["job_id"]
-        wait_until(
-            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 4,
-            60,
-            "the job under way",
-            every_s=0.01,
-        )
+        _wait_for_done(client, job_id, 4)
         redis.config_set("maxmemory", 1)  # noeviction: writes are refused from now on
         try:
             wait_until(lambda: not worker.alive(), 60, "the worker to stop on the full Redis")
@@ -468,15 +468,10 @@ def test_redis_killed_and_restarted_mid_job_loses_nothing_and_the_job_completes(
 ) -> None:
     _a_worker(lone_stack)
     redis_proc = lone_stack.processes[0]
-    port = int(lone_stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = urlparse(lone_stack.redis_url).port
     with lone_stack.client() as client:
         job_id = client.post("/jobs", files=_files(_kaggle(photo_dir, 60))).json()["job_id"]
-        wait_until(
-            lambda: client.get(f"/jobs/{job_id}", params={"limit": 1}).json()["done"] >= 10,
-            60,
-            "the job under way",
-            every_s=0.01,
-        )
+        _wait_for_done(client, job_id, 10)
         # A crash, not a shutdown: appendfsync everysec may lose the last second of writes
         # (results, holders, messages), which the sweeper and the per-index writes cover.
         redis_proc.kill(signal.SIGKILL)

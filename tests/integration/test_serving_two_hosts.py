@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -94,7 +95,7 @@ def test_a_job_spreads_over_two_hosts_and_survives_the_second_losing_its_link(
     redis_proc, redis_url = start_redis(
         logs, bind=f"127.0.0.1 {second_host.first_host_ip}", password=password
     )
-    port = redis_url.rsplit(":", 1)[1]
+    port = urlparse(redis_url).port
     env = service_env(redis_url, str(checkpoint), **SETTINGS)
     remote_url = f"redis://:{password}@{second_host.first_host_ip}:{port}"
     remote_env = {**env, "CATDOG_REDIS_URL": remote_url}
