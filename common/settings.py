@@ -7,7 +7,7 @@ Hyperparameters are not here: they live in `params.yaml` so DVC can track them.
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.imaging import ImageLimits
@@ -16,6 +16,8 @@ MB = 1024 * 1024
 # The development defaults, and the word every placeholder in .env.example carries.
 DEV_SECRETS = frozenset({"dev-callback-secret", "admin:admin"})
 PLACEHOLDER = "change-me"
+# Fields that hold secrets (the Redis URL carries the Redis password).
+SECRET_FIELDS = frozenset({"callback_secret", "flower_basic_auth", "redis_url"})
 
 
 class Settings(BaseSettings):
@@ -120,8 +122,13 @@ class Settings(BaseSettings):
     # Workers write a heartbeat (queues, model, version) this often; readiness reads it.
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
 
-    # Flower basic auth ("user:password").
-    flower_basic_auth: SecretStr = SecretStr("admin:admin")
+    # Flower basic auth ("user:password"). Also read from FLOWER_BASIC_AUTH, Flower's own
+    # variable, which is how the stack hands it to Flower: the validator below then refuses
+    # a placeholder there too.
+    flower_basic_auth: SecretStr = Field(
+        default=SecretStr("admin:admin"),
+        validation_alias=AliasChoices("catdog_flower_basic_auth", "flower_basic_auth"),
+    )
 
     # API keys (`catdog keys`). "off" serves anyone, as one anonymous caller; a production
     # gateway refuses to start with auth on and no key.
@@ -175,16 +182,27 @@ class Settings(BaseSettings):
     def _refuse_dev_secrets_in_prod(self) -> "Settings":
         # Fail fast: a production deployment with a default or placeholder secret is worse
         # than none. Placeholders are what .env.example ships: they all say "change-me".
+        # Each service receives only the secrets it uses, so only those given are checked
+        # here; a process that uses one it was not given calls require_secrets at start.
         if self.environment == "prod":
-            secrets = {
-                "CATDOG_CALLBACK_SECRET": self.callback_secret.get_secret_value(),
-                "CATDOG_FLOWER_BASIC_AUTH": self.flower_basic_auth.get_secret_value(),
-                "CATDOG_REDIS_URL": self.redis_url,
-            }
-            for name, value in secrets.items():
-                if value in DEV_SECRETS or PLACEHOLDER in value.lower():
-                    raise ValueError(f"{name} must be set to a real secret in production")
+            for name in sorted(SECRET_FIELDS & self.model_fields_set):
+                self._refuse_if_not_real(name)
         return self
+
+    def require_secrets(self, *names: str) -> None:
+        """In production, refuse to go on unless each named secret was given a real value."""
+        if self.environment != "prod":
+            return
+        for name in names:
+            if name not in self.model_fields_set:
+                raise ValueError(f"CATDOG_{name.upper()} must be set in production")
+            self._refuse_if_not_real(name)
+
+    def _refuse_if_not_real(self, name: str) -> None:
+        value = getattr(self, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if text in DEV_SECRETS or PLACEHOLDER in text.lower():
+            raise ValueError(f"CATDOG_{name.upper()} must be set to a real secret in production")
 
 
 @lru_cache

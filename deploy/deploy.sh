@@ -1,42 +1,73 @@
 #!/usr/bin/env bash
-# Deploy one release on the VM: deploy/deploy.sh SHA
+# Deploy one release on the VM: deploy/deploy.sh SHA MODEL_VERSION
+#
+# A release is code and model together: the commit SHA (its SHA-tagged images and compose
+# file) and a registry version number, models:/catdog/MODEL_VERSION, which CI resolved from
+# the champion alias once, before the gate (deploy/resolve-model.sh). Workers load exactly
+# that version, and rollback.sh restores the previous release's code and model.
 #
 # CI ships docker-compose.yml and deploy/ of the commit to $DEPLOY_ROOT/releases/SHA first,
-# then runs this script from there. It pulls the exact SHA-tagged images (never :latest),
-# records the SHA that was running as `previous` (rollback.sh goes back to it), starts the
-# release with `docker compose up -d` and waits until /readyz answers 200.
-# Idempotent: deploying the SHA that already runs re-applies it and keeps `previous`.
+# then runs this script from there:
+#   1. preflight: everything the release and its checks need that is not in the release
+#      (the env file, the TLS certificate, the smoke photos, the evaluation photos, the model
+#      version in the registry, every image). A failure here has changed nothing.
+#   2. record the running release as `previous` (from here on a failure is rolled back)
+#   3. switch: `docker compose up -d` recreates only the containers whose definition changed
+#   4. wait until /readyz answers 200 through the proxy
+# Idempotent: deploying the release that already runs re-applies it and keeps `previous`.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 sha="${1:-}"
-valid_sha "$sha" || die "usage: deploy.sh SHA (a commit SHA, lower-case hex)"
-[ -f "$(release_dir "$sha")/docker-compose.yml" ] || die "release $sha not shipped to $(release_dir "$sha")"
-[ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE (copy .env.example there and fill it in)"
+version="${2:-}"
+if ! valid_sha "$sha" || ! valid_version "$version"; then
+  die "usage: deploy.sh SHA MODEL_VERSION (a commit SHA in lower-case hex, a registry version number)"
+fi
 take_lock
 
+release="$sha $version"
 current="$(read_state current)"
-log "deploying $sha (running now: ${current:-nothing})"
+log "deploying $sha with models:/$MODEL_NAME/$version (running now: ${current:-nothing})"
 
-# 1. Pull. Nothing that runs has changed yet, so a failure here needs no rollback.
-pull_images "$sha"
+# 1. Preflight.
+preflight() {
+  [ -f "$(release_dir "$sha")/docker-compose.yml" ] || die "release $sha not shipped to $(release_dir "$sha")"
+  [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE (copy .env.example there and fill it in)"
+  local tls_dir smoke_dir eval_dir
+  tls_dir="$(env_value TLS_DIR "$DEPLOY_ROOT/tls")"
+  if [ ! -s "$tls_dir/fullchain.pem" ] || [ ! -s "$tls_dir/privkey.pem" ]; then
+    die "no TLS certificate in $tls_dir: run deploy/tls.sh (self-signed, or letsencrypt DOMAIN EMAIL)"
+  fi
+  smoke_dir="$DEPLOY_ROOT/smoke"
+  if [ ! -s "$smoke_dir/cat.jpg" ] || [ ! -s "$smoke_dir/dog.jpg" ]; then
+    die "no smoke photos: put a clear cat.jpg and dog.jpg in $smoke_dir"
+  fi
+  eval_dir="$(env_value EVAL_DATA_DIR "$DEPLOY_ROOT/eval-data")"
+  [ -n "$(find "$eval_dir" -type f -print -quit 2>/dev/null)" ] ||
+    die "no labelled photos under $eval_dir for the evaluation gate (cat/ and dog/ sub-folders)"
+  model_version_exists "$version" ||
+    die "models:/$MODEL_NAME/$version is not in the registry at $(mlflow_url)"
+  pull_images "$sha"
+}
+preflight
+log "preflight passed"
 
-# 2. Record, before touching containers: from here on a failure is rolled back to `previous`.
-if [ "$current" != "$sha" ]; then
+# 2. Record, before touching containers.
+if [ "$current" != "$release" ]; then
   write_state previous "$current"
-  write_state current "$sha"
+  write_state current "$release"
 fi
-record "deploy $sha previous=${current:-none}"
+record "deploy $sha model=$version previous=${current:-none}"
 
-# 3. Start. --no-build: the VM runs published images only.
-compose "$sha" up -d --no-build --remove-orphans
+# 3. Switch. --no-build: the VM runs published images only.
+switch "$sha" "$version"
 
 # 4. Ready: Redis answers and every queue has a worker with its model loaded.
-wait_ready || die "release $sha did not become ready"
+wait_ready || die "release $sha with model $version did not become ready"
 
 # 5. Tidy: keep the newest KEEP_RELEASES releases (always this one and `previous`), and
 # delete the SHA-tagged images of the others; a worker image is ~2 GB.
-prune_releases "$sha" "$(read_state previous)"
+prune_releases "$sha" "$(read_state previous | cut -d' ' -f1)"
 
-log "deployed $sha"
+log "deployed $sha with models:/$MODEL_NAME/$version"

@@ -12,14 +12,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 sha="${1:-}"
 valid_sha "$sha" || die "usage: evaluate.sh SHA"
-[ "$(read_state current)" = "$sha" ] || die "release $sha is not the one running"
+read -r running version <<<"$(read_state current)"
+[ "$running" = "$sha" ] || die "release $sha is not the one running"
 
-data_dir="$(sed -n 's/^EVAL_DATA_DIR=//p' "$ENV_FILE" | tail -n 1)"
-data_dir="${data_dir:-$DEPLOY_ROOT/eval-data}"
+data_dir="$(env_value EVAL_DATA_DIR "$DEPLOY_ROOT/eval-data")"
 # An empty or missing folder would make compose create it and the gate measure nothing.
 [ -n "$(find "$data_dir" -type f -print -quit 2>/dev/null)" ] ||
   die "no labelled photos under $data_dir (cat/ and dog/ sub-folders, or cat.N.jpg names)"
 
 log "evaluating release $sha on $data_dir"
-compose "$sha" --profile tools run --rm --no-deps evaluate
+compose "$sha" "$version" --profile tools run --rm --no-deps evaluate
 log "evaluation passed"

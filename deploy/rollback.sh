@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Roll the VM back to an earlier release.
+# Roll the VM back to an earlier release (code and model version together).
 #
-#   deploy/rollback.sh                 back to the SHA recorded as `previous` by deploy.sh
-#   deploy/rollback.sh SHA             to that release (any folder under releases/)
-#   deploy/rollback.sh --from SHA      what CI runs when a deploy fails: roll back only if
-#                                      SHA is what runs now (a deploy that failed before
-#                                      switching changed nothing and needs no rollback)
+#   deploy/rollback.sh                      back to the release recorded as `previous`
+#   deploy/rollback.sh SHA MODEL_VERSION    to that release (any folder under releases/)
+#   deploy/rollback.sh --from SHA VERSION   what CI runs when a deploy fails: roll back only
+#                                           if that release is what runs now (a deploy that
+#                                           failed before switching changed nothing)
 #
-# Uses the target release's own compose file and SHA-tagged images, waits for /readyz, and
-# clears `previous`, so a second rollback never flips back to the broken release by itself.
+# Uses the target release's own compose file, SHA-tagged images and model version, waits for
+# /readyz, and clears `previous`, so a second rollback never flips back to the broken
+# release by itself.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,13 +18,15 @@ from=""
 target=""
 case "${1:-}" in
   --from)
-    from="${2:-}"
-    valid_sha "$from" || die "usage: rollback.sh --from SHA"
+    if ! valid_sha "${2:-}" || ! valid_version "${3:-}"; then die "usage: rollback.sh --from SHA MODEL_VERSION"; fi
+    from="$2 $3"
     ;;
   "") ;;
   *)
-    target="$1"
-    valid_sha "$target" || die "usage: rollback.sh [SHA | --from SHA]"
+    if ! valid_sha "$1" || ! valid_version "${2:-}"; then
+      die "usage: rollback.sh [SHA MODEL_VERSION | --from SHA MODEL_VERSION]"
+    fi
+    target="$1 $2"
     ;;
 esac
 [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE"
@@ -35,15 +38,16 @@ if [ -n "$from" ] && [ "$current" != "$from" ]; then
   exit 0
 fi
 target="${target:-$(read_state previous)}"
-[ -n "$target" ] || die "no previous release recorded; pass one: rollback.sh SHA (see $DEPLOY_ROOT/releases)"
+[ -n "$target" ] || die "no previous release recorded; pass one: rollback.sh SHA MODEL_VERSION (see $DEPLOY_ROOT/history.log)"
 [ "$target" != "$current" ] || die "release $target is already the current one"
-[ -f "$(release_dir "$target")/docker-compose.yml" ] || die "release $target is not on this VM any more"
+read -r sha version <<<"$target"
+[ -f "$(release_dir "$sha")/docker-compose.yml" ] || die "release $sha is not on this VM any more"
 
-log "rolling back from ${current:-nothing} to $target"
-pull_images "$target"
+log "rolling back from ${current:-nothing} to $sha with models:/$MODEL_NAME/$version"
+pull_images "$sha"
 write_state current "$target"
 write_state previous ""
-record "rollback $target from=${current:-none}"
-compose "$target" up -d --no-build --remove-orphans
+record "rollback $sha model=$version from=${current:-none}"
+switch "$sha" "$version"
 wait_ready || die "release $target did not become ready after the rollback"
-log "rolled back to $target"
+log "rolled back to $sha with models:/$MODEL_NAME/$version"

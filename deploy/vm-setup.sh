@@ -11,13 +11,16 @@
 #    script's folder) with freshly generated secrets, mode 600. Existing files are kept.
 # 4. GPU=1: the NVIDIA Container Toolkit (the NVIDIA driver must already be installed, as on
 #    GCP's GPU images), and COMPOSE_PROFILES=gpu in .env.
-# 5. The MLflow server of the stack, started from this checkout's docker-compose.yml, so the
+# 5. A self-signed TLS certificate for the proxy (deploy/tls.sh; replace it with Let's
+#    Encrypt's once DNS points here), and cron lines: certificate renewal and a nightly
+#    backup (deploy/backup.sh), both as DEPLOY_USER.
+# 6. The MLflow server of the stack, started from this checkout's docker-compose.yml, so the
 #    first champion can be registered (through an SSH tunnel) before the first deploy. Later
 #    deploys find it running with the same definition and leave it alone.
 # Run it from a copy of the repository's docker-compose.yml, .env.example and deploy/
 # (README.md, section Deployment ships them with tar over `gcloud compute ssh`).
 #
-# Firewall: open only 22 (SSH) and 80 (the proxy) in the cloud firewall (README.md, section Deployment has
+# Firewall: open only 22 (SSH), 80 and 443 (the proxy) in the cloud firewall (README.md, section Deployment has
 # the gcloud rule). Docker's published ports bypass ufw/iptables rules on the VM itself, which
 # is why compose publishes MLflow and Prometheus on 127.0.0.1 only and nothing else but the
 # proxy: reach those through `gcloud compute ssh VM -- -L 5000:127.0.0.1:5000`.
@@ -84,7 +87,8 @@ set_env() {
 make_deploy_root() {
   install -d -o "$deploy_user" -g "$deploy_user" -m 0750 "$root" "$root/releases"
   # Readable by the evaluation container's non-root user; the photos are not secret.
-  install -d -o "$deploy_user" -g "$deploy_user" -m 0755 "$root/eval-data"
+  install -d -o "$deploy_user" -g "$deploy_user" -m 0755 "$root/eval-data" "$root/smoke" "$root/acme"
+  install -d -o "$deploy_user" -g 101 -m 0750 "$root/tls"
   if [ -f "$root/.env" ]; then
     log "$root/.env exists: kept as it is"
   else
@@ -104,12 +108,31 @@ make_deploy_root() {
   if [ "${GPU:-0}" = 1 ]; then set_env COMPOSE_PROFILES gpu; fi
 }
 
+set_up_tls_and_cron() {
+  if [ ! -s "$root/tls/fullchain.pem" ]; then
+    # TLS_NAME: the address CI reaches the VM at (DEPLOY_HOST), so the smoke test can verify it.
+    DEPLOY_ROOT="$root" bash "$here/tls.sh" self-signed "${TLS_NAME:-$(hostname -f)}"
+    chown -R "$deploy_user" "$root/tls"
+  fi
+  # The scripts of the release that runs, so a deploy updates what cron runs.
+  local cron="/etc/cron.d/catdog"
+  cat >"$cron" <<CRON
+# catdog (deploy/vm-setup.sh): certificate renewal and a nightly backup.
+SHELL=/bin/bash
+17 3 * * * $deploy_user cd $root && bash releases/\$(cut -d' ' -f1 current)/deploy/tls.sh renew >>$root/cron.log 2>&1
+41 2 * * * $deploy_user cd $root && bash releases/\$(cut -d' ' -f1 current)/deploy/backup.sh >>$root/cron.log 2>&1
+CRON
+  chmod 0644 "$cron"
+  log "cron: $cron (TLS renewal, nightly backup to $root/backups)"
+}
+
 start_mlflow() {
   local compose_dir="$root/bootstrap"
   install -d -o "$deploy_user" -g "$deploy_user" "$compose_dir"
   install -o "$deploy_user" -g "$deploy_user" -m 0644 "$here/../docker-compose.yml" "$compose_dir/"
   log "starting MLflow (compose project catdog)"
-  docker compose --project-name catdog --env-file "$root/.env" \
+  # No release exists yet: the images and model of one are named only to fill the file.
+  IMAGE_TAG=none CATDOG_MODEL_URI=none docker compose --project-name catdog --env-file "$root/.env" \
     -f "$compose_dir/docker-compose.yml" up -d --wait mlflow
 }
 
@@ -137,10 +160,12 @@ main() {
   configure_docker
   if [ "${GPU:-0}" = 1 ]; then install_gpu_runtime; fi
   make_deploy_root
+  set_up_tls_and_cron
   start_mlflow
   docker compose version
   log "done. Next (README.md, section Deployment): register a champion through a tunnel to MLflow, copy"
-  log "labelled photos to $root/eval-data/, add the CircleCI contexts, push to main."
+  log "labelled photos to $root/eval-data/ and a cat.jpg and dog.jpg to $root/smoke/, add the"
+  log "CircleCI contexts, push to main."
 }
 
 root="${DEPLOY_ROOT:-/opt/catdog}"

@@ -49,6 +49,16 @@ def _configure_logging(**_: Any) -> None:
 
 
 @signals.worker_init.connect
+def _refuse_to_start_without_secrets(**_: Any) -> None:
+    # Workers sign callbacks: in production they never fall back to the development secret.
+    # SystemExit, because Celery logs and ignores an ordinary exception from a signal.
+    try:
+        get_settings().require_secrets("callback_secret")
+    except ValueError as exc:
+        raise SystemExit(f"worker not started: {exc}") from exc
+
+
+@signals.worker_init.connect
 def _start_metrics_exporter(**_: Any) -> None:
     # Main process, before the pool forks: files of an earlier run would be summed in.
     port = get_settings().worker_metrics_port

@@ -25,14 +25,14 @@ from packaging.requirements import Requirement
 from pydantic import TypeAdapter
 from starlette.routing import BaseRoute, Match
 
-from common.settings import Settings
+from common.settings import SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILES = {"gateway": ROOT / "Dockerfile.gateway", "worker": ROOT / "Dockerfile.worker"}
 CI_CONFIG = ROOT / ".circleci" / "config.yml"
-NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 SMOKE_SCRIPT = ROOT / "deploy" / "smoke-test.sh"
 DEPLOY_LIB = ROOT / "deploy" / "lib.sh"
 
@@ -42,6 +42,12 @@ COMPOSE_BUILTIN_VARIABLES = {"COMPOSE_PROFILES"}
 DELIBERATE_DEFAULTS = {"CATDOG_ENVIRONMENT": "prod"}  # the stack is production; code says dev
 # Read by the `catdog` client from its environment, not settings of the service.
 CLIENT_VARIABLES = {"CATDOG_API_KEY", "CATDOG_URL"}
+# Set by deploy/lib.sh's compose for each release, never by the env file (values as it sets
+# them for models:/catdog/7).
+RELEASE_VARIABLES = {
+    "CATDOG_MODEL_URI": "models:/catdog/7",
+    "DEPLOY_CONFIG_DIR": "/opt/catdog/config",
+}
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$${...}` is escaped.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -285,59 +291,198 @@ def test_compose_defaults_equal_the_settings_defaults() -> None:
 def test_env_example_lists_every_variable_with_the_compose_defaults() -> None:
     example = env_example()
     used = {name for name, _, _ in interpolations()}
-    assert sorted(used - example.keys()) == [], "variables missing from .env.example"
+    missing = used - example.keys() - set(RELEASE_VARIABLES)
+    assert sorted(missing) == [], "variables missing from .env.example"
     unused = example.keys() - used - COMPOSE_BUILTIN_VARIABLES
     assert sorted(unused) == [], "variables in .env.example that compose never reads"
     for variable, default in compose_defaults().items():
-        assert example[variable] == default, f".env.example shows {variable}={example[variable]}"
+        if variable not in RELEASE_VARIABLES:
+            assert example[variable] == default, (
+                f".env.example shows {variable}={example[variable]}"
+            )
+
+
+def test_release_variables_are_set_by_deploy_and_by_no_env_file() -> None:
+    # A release's model version and configuration folder come from deploy/lib.sh's compose
+    # (one release, one model): a line in the env file would pin every release to one.
+    assert sorted(RELEASE_VARIABLES.keys() & env_example().keys()) == []
+    assert {name for name, _, _ in interpolations()} >= RELEASE_VARIABLES.keys()
+    lib = DEPLOY_LIB.read_text()
+    compose_function = lib[
+        lib.index("\ncompose() {") : lib.index("\n}", lib.index("\ncompose() {"))
+    ]
+    for variable in RELEASE_VARIABLES:
+        assert f"{variable}=" in compose_function, f"deploy/lib.sh's compose sets no {variable}"
+    assert 'CATDOG_MODEL_URI="models:/$MODEL_NAME/$version"' in compose_function
+    # The model it names is the one the code registers and the champion alias points into.
+    model_name = re.search(r'^MODEL_NAME="\$\{MODEL_NAME:-(\w+)\}"', lib, re.M)
+    assert model_name, "deploy/lib.sh sets no MODEL_NAME default"
+    assert model_name[1] == Settings.model_fields["registered_model_name"].default
+
+
+def test_the_model_uri_is_required_not_defaulted() -> None:
+    # Without CATDOG_MODEL_URI compose refuses to start: no silent fallback to an alias.
+    model_uri = [(op, arg) for name, op, arg in interpolations() if name == "CATDOG_MODEL_URI"]
+    assert model_uri and all(op == ":?" for op, _ in model_uri), model_uri
 
 
 def _filled_env_example() -> dict[str, str]:
-    """.env.example as an operator fills it in: every "change-me" replaced by a real value."""
-    return {k: v.replace("change-me", "s3cr3t-0123456789abcdef") for k, v in env_example().items()}
+    """.env.example as an operator fills it in: every "change-me" replaced by a real value,
+    and the release's variables as deploy/lib.sh sets them."""
+    filled = {
+        k: v.replace("change-me", "s3cr3t-0123456789abcdef") for k, v in env_example().items()
+    }
+    return {**filled, **RELEASE_VARIABLES}
+
+
+def _placeholder_env_example() -> dict[str, str]:
+    """.env.example as shipped, placeholders and all, deployed as a release."""
+    return {**env_example(), **RELEASE_VARIABLES}
 
 
 def _service_settings(
     service: str, values: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
     environment = interpolate(services()[service]["environment"], values)
-    for name in [n for n in os.environ if n.startswith("CATDOG_")]:
+    for name in [n for n in os.environ if n.startswith(("CATDOG_", "FLOWER_"))]:
         monkeypatch.delenv(name)
     for name, value in environment.items():
         monkeypatch.setenv(name, str(value))
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker", "worker-gpu", "flower", "evaluate"])
+# --- secrets, service by service -------------------------------------------------------------
+
+# The secrets of the env file, and per service the environment variables that carry one of
+# them (value: the env-file secret it is made from). Every service of the compose file is
+# listed: a new one has to say what it holds.
+ENV_FILE_SECRETS = {
+    "REDIS_PASSWORD",
+    "CATDOG_CALLBACK_SECRET",
+    "CATDOG_FLOWER_BASIC_AUTH",
+    "GRAFANA_ADMIN_PASSWORD",
+}
+WORKER_SECRETS = {
+    "CATDOG_REDIS_URL": "REDIS_PASSWORD",
+    "CATDOG_CALLBACK_SECRET": "CATDOG_CALLBACK_SECRET",
+}
+SECRETS_HELD = {
+    "redis": {"REDIS_PASSWORD": "REDIS_PASSWORD", "REDISCLI_AUTH": "REDIS_PASSWORD"},
+    "gateway": {"CATDOG_REDIS_URL": "REDIS_PASSWORD"},
+    "worker-realtime": WORKER_SECRETS,
+    "worker": WORKER_SECRETS,
+    "worker-gpu": WORKER_SECRETS,
+    "flower": {
+        "CATDOG_REDIS_URL": "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH": "CATDOG_FLOWER_BASIC_AUTH",
+    },
+    "mlflow": {},
+    "prometheus": {},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"},
+    "proxy": {},
+    "evaluate": {},
+}
+# The services whose processes build common.settings.Settings from their environment.
+SETTINGS_SERVICES = ["gateway", "worker-realtime", "worker", "worker-gpu", "flower", "evaluate"]
+# What the placeholder of each secret makes a service's settings refuse.
+REFUSED_SETTING = {
+    "REDIS_PASSWORD": "CATDOG_REDIS_URL",
+    "CATDOG_CALLBACK_SECRET": "CATDOG_CALLBACK_SECRET",
+    "CATDOG_FLOWER_BASIC_AUTH": "CATDOG_FLOWER_BASIC_AUTH",
+}
+
+
+def secrets_interpolated(value: Any) -> set[str]:
+    return {m[1] for m in INTERPOLATION.finditer(str(value))} & ENV_FILE_SECRETS
+
+
+def test_each_service_receives_only_the_secrets_it_uses() -> None:
+    assert sorted(services()) == sorted(SECRETS_HELD)
+    for name, service in services().items():
+        environment = service.get("environment", {})
+        held = {
+            variable: secret
+            for variable, value in environment.items()
+            for secret in secrets_interpolated(value)
+        }
+        assert held == SECRETS_HELD[name], f"{name} holds {held}"
+        # Nowhere else in its definition either (command, healthcheck, labels...).
+        elsewhere = {k: v for k, v in service.items() if k != "environment"}
+        assert secrets_interpolated(elsewhere) == set(), f"{name}: a secret outside environment"
+        # A CATDOG_ secret is a settings field the production validator checks.
+        for variable in held:
+            if variable.startswith("CATDOG_"):
+                assert field_name(variable) in SECRET_FIELDS, variable
+    # The shared settings hold none: each service adds its own.
+    assert secrets_interpolated(compose()["x-catdog-env"]) == set()
+
+
+@pytest.mark.parametrize("service", SETTINGS_SERVICES)
 def test_settings_build_from_each_service_environment(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     filled = _filled_env_example()
     settings = _service_settings(service, filled, monkeypatch)
-    # Production settings validate (real secrets), and every URL points at a service of this
-    # compose file.
+    # Production settings validate (real secrets), every URL points at a service of this
+    # compose file, and the model is the release's version.
     assert settings.environment == "prod"
-    for url in (settings.redis_url, settings.mlflow_tracking_uri):
-        parts = urlsplit(url)
-        assert parts.hostname in services(), f"{service}: {url} names no service"
-    assert urlsplit(settings.redis_url).password == filled["REDIS_PASSWORD"]
+    assert settings.model_uri == RELEASE_VARIABLES["CATDOG_MODEL_URI"]
+    assert urlsplit(settings.mlflow_tracking_uri).hostname in services()
+    if "CATDOG_REDIS_URL" in SECRETS_HELD[service]:
+        assert urlsplit(settings.redis_url).hostname in services()
+        assert urlsplit(settings.redis_url).password == filled["REDIS_PASSWORD"]
+    else:
+        assert "redis_url" not in settings.model_fields_set
+    if "CATDOG_CALLBACK_SECRET" in SECRETS_HELD[service]:
+        settings.require_secrets("callback_secret")  # what a worker checks at start
+        assert settings.callback_secret.get_secret_value() == filled["CATDOG_CALLBACK_SECRET"]
+    else:
+        with pytest.raises(ValueError, match="CATDOG_CALLBACK_SECRET must be set"):
+            settings.require_secrets("callback_secret")
 
 
-@pytest.mark.parametrize("service", ["gateway", "worker", "flower"])
+@pytest.mark.parametrize(
+    "service",
+    [s for s in SETTINGS_SERVICES if set(SECRETS_HELD[s].values()) & REFUSED_SETTING.keys()],
+)
 def test_production_refuses_the_placeholders_of_env_example(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ValueError, match="must be set to a real secret in production"):
-        _service_settings(service, env_example(), monkeypatch)
+        _service_settings(service, _placeholder_env_example(), monkeypatch)
+
+
+def test_a_service_without_secrets_starts_on_the_env_example_as_shipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The evaluation holds no secret, so no placeholder can stop it (nor leak into it).
+    settings = _service_settings("evaluate", _placeholder_env_example(), monkeypatch)
+    assert settings.model_fields_set & SECRET_FIELDS == set()
+
+
+SECRET_USERS = [
+    (secret, service)
+    for service in SETTINGS_SERVICES
+    for secret in sorted(set(SECRETS_HELD[service].values()))
+]
 
 
 @pytest.mark.parametrize(
-    "secret", ["REDIS_PASSWORD", "CATDOG_CALLBACK_SECRET", "CATDOG_FLOWER_BASIC_AUTH"]
+    ("secret", "service"), SECRET_USERS, ids=[f"{a}-{b}" for a, b in SECRET_USERS]
 )
-def test_each_placeholder_alone_is_refused(secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_placeholder_alone_is_refused_by_each_service_that_receives_it(
+    secret: str, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     values = {**_filled_env_example(), secret: env_example()[secret]}
-    with pytest.raises(ValueError, match="real secret"):
-        _service_settings("gateway", values, monkeypatch)
+    with pytest.raises(ValueError, match=f"{REFUSED_SETTING[secret]} must be set to a real secret"):
+        _service_settings(service, values, monkeypatch)
+
+
+def test_every_secret_of_the_env_file_is_checked_somewhere() -> None:
+    # Grafana checks its own admin password; every other secret is refused by the settings of
+    # at least one service that receives it.
+    assert {secret for secret, _ in SECRET_USERS} == set(REFUSED_SETTING)
+    assert set(REFUSED_SETTING) | {"GRAFANA_ADMIN_PASSWORD"} == ENV_FILE_SECRETS
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -592,16 +737,47 @@ def test_gateway_image_copies_no_worker_or_training_code() -> None:
 
 def test_proxy_accepts_the_largest_job_the_gateway_accepts() -> None:
     match = re.search(r"client_max_body_size\s+(\d+)([kmg]?);", NGINX_CONF.read_text())
-    assert match, "deploy/nginx.conf sets no client_max_body_size"
+    assert match, "deploy/nginx/nginx.conf sets no client_max_body_size"
     limit = int(match[1]) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match[2]]
     assert limit >= Settings.model_fields["max_job_bytes"].default
 
 
 def test_proxy_upstreams_are_compose_services_on_their_ports() -> None:
-    for host, port in re.findall(r"http://([a-z-]+):(\d+)", NGINX_CONF.read_text()):
+    upstreams = re.findall(r"http://([a-z-]+):(\d+)", NGINX_CONF.read_text())
+    assert {host for host, _ in upstreams} >= {"gateway", "flower", "grafana"}
+    for host, port in upstreams:
         service = services()[host]
         declared = " ".join(str(x) for x in service.get("expose", []) + service.get("ports", []))
         assert port in declared or f"--port={port}" in str(service.get("command")), (host, port)
+
+
+def volume_mount(volume: str) -> tuple[str, str]:
+    """(source, target) of a short-syntax volume; the source may hold `${VAR:-default}`."""
+    parts = volume.rsplit(":", 2 if volume.endswith((":ro", ":rw")) else 1)
+    return parts[0], parts[1]
+
+
+def test_proxy_container_matches_its_nginx_config() -> None:
+    # What compose publishes, mounts and health-checks is what nginx.conf listens on and reads.
+    proxy = services()["proxy"]
+    conf = NGINX_CONF.read_text()
+    listens = set(re.findall(r"^\s*listen\s+([^\s;]+)", conf, re.M))
+    assert listens == {"8080", "8443", "127.0.0.1:8081"}
+    published = {str(p).rsplit(":", 1)[1] for p in proxy["ports"]}
+    assert published == {"8080", "8443"}  # 8081 is the container's own health check
+    assert "http://127.0.0.1:8081/livez" in argv_of(proxy["healthcheck"]["test"])
+    assert re.search(r"listen 8443 ssl\b", conf)
+    mounts = dict(volume_mount(v)[::-1] for v in proxy["volumes"])
+    command = argv_of(proxy["command"])
+    config_file = command[command.index("-c") + 1]
+    assert mounts[str(Path(config_file).parent)] == "${DEPLOY_CONFIG_DIR:-./deploy}/nginx"
+    for path in re.findall(r"ssl_certificate(?:_key)?\s+([^;]+);", conf):
+        assert str(Path(path).parent) in mounts, f"{path} is not mounted"
+        assert Path(path).name in ("fullchain.pem", "privkey.pem")  # what deploy/tls.sh writes
+    (acme_root,) = re.findall(r"location /\.well-known/acme-challenge/ \{\s*root ([^;]+);", conf)
+    assert mounts[acme_root] == "${ACME_WEBROOT:-/opt/catdog/acme}"
+    included = re.findall(r"^\s*include\s+([^;]+);", conf, re.M)
+    assert included and all((NGINX_CONF.parent / name).is_file() for name in included)
 
 
 def test_prometheus_targets_are_compose_services_on_exposed_ports() -> None:

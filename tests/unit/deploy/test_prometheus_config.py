@@ -31,6 +31,21 @@ def compose_services() -> dict[str, Any]:
     return services
 
 
+# deploy.sh mounts the VM's copy of deploy/ (DEPLOY_CONFIG_DIR); by hand, the checkout's.
+CONFIG_DIR_DEFAULT = "${DEPLOY_CONFIG_DIR:-./deploy}"
+
+
+def config_mounts(service: str) -> dict[str, str]:
+    """source -> target of the files a service mounts from the configuration folder, with
+    DEPLOY_CONFIG_DIR at its default (the checkout's deploy/)."""
+    mounts = {}
+    for volume in compose_services()[service]["volumes"]:
+        if volume.startswith(CONFIG_DIR_DEFAULT):
+            source, target = volume.replace(CONFIG_DIR_DEFAULT, "./deploy", 1).split(":")[:2]
+            mounts[source] = target
+    return mounts
+
+
 @needs_promtool
 def test_promtool_accepts_the_prometheus_config() -> None:
     result = promtool("check", "config", "deploy/prometheus.yml")
@@ -82,26 +97,18 @@ def test_flower_is_scraped_under_its_url_prefix() -> None:
 
 
 def test_every_monitoring_file_compose_mounts_exists() -> None:
-    services = compose_services()
-    mounts = [
-        v.split(":")[:2]
-        for name in ("prometheus", "grafana")
-        for v in services[name]["volumes"]
-        if v.startswith("./")
-    ]
-    assert mounts, "compose mounts nothing from deploy/"
-    for source, _target in mounts:
+    targets = {**config_mounts("prometheus"), **config_mounts("grafana")}
+    assert len(targets) == 4, f"compose mounts from deploy/ only {sorted(targets)}"
+    for source in targets:
         assert (ROOT / source).exists(), f"compose mounts {source}, which does not exist"
-    targets = dict(mounts)
+    assert targets["./deploy/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
     assert targets["./deploy/alerts.yml"].endswith("/alerts.yml")
     prometheus_config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     assert prometheus_config["rule_files"] == ["alerts.yml"]  # next to the mounted config
 
 
 def test_grafana_provisioning_points_at_the_mounted_dashboards_and_datasource() -> None:
-    volumes = dict(
-        v.split(":")[:2] for v in compose_services()["grafana"]["volumes"] if v.startswith("./")
-    )
+    volumes = config_mounts("grafana")
     providers = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/catdog.yml").read_text())[
         "providers"
     ]
