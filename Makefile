@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: up down test bench lint typecheck train serve system-deps setup clean
+.PHONY: up down test test-containers bench lint typecheck train serve system-deps setup clean
 
 $(VENV)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ typecheck: $(VENV)/.installed
 
 test: setup
 	bash scripts/run-tests.sh
+
+# The deployed form, built and run here: both images from the Dockerfiles, the compose stack
+# started by the real deploy scripts, smoke test over TLS, a failed deploy rolled back, the
+# restore drill (tests/containers/run.sh; about 15 minutes on 2 cores, as root). Not part of
+# `make test`: it needs root and a container engine, and takes as long as the suite itself.
+test-containers: setup
+	bash tests/containers/run.sh
 
 # The serving benchmark against the stack `make up` started (bench/serving.py): results
 # under bench/results/. Run it on a quiet machine.

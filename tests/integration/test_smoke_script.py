@@ -3,8 +3,7 @@ it passes when the model answers right, and fails, naming the wrong answer, when
 answers wrongly. The script is the one CI runs against the VM after every deploy.
 
 Both stacks serve a small CNN trained here on real photos, the two smoke photos among them;
-the wrong model is the same network trained with the labels swapped. Training runs in eval
-mode, so BatchNorm behaves in training exactly as it does when the worker serves it.
+the wrong model is the same network trained with the labels swapped (tests/smoke_model.py).
 """
 
 import os
@@ -14,16 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from common.imaging import decode_image
-from common.labels import label_index
-from common.ml.checkpoint import save_checkpoint
-from common.ml.model import ModelConfig, build_model
-from common.ml.preprocessing import preprocess_batch
 from tests.images import smoke_photos
 from tests.integration.processes import SHARED_DATA, start_stack
+from tests.smoke_model import train_smoke_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -32,38 +25,10 @@ SMOKE = smoke_photos(Path(tempfile.mkdtemp(prefix="smoke-photos-")))
 PETIMAGES = SHARED_DATA / "petimages-180"
 
 
-def training_photos() -> list[tuple[Path, str]]:
-    """The two smoke photos and four other real ones, with their labels."""
-    photos = [(SMOKE / "cat.jpg", "cat"), (SMOKE / "dog.jpg", "dog")]
-    for folder, label in (("Cat", "cat"), ("Dog", "dog")):
-        photos += [(PETIMAGES / folder / f"{i}.jpg", label) for i in (10, 11)]
-    return photos
-
-
 def train_checkpoint(path: Path, *, swap_labels: bool, version: str) -> Path:
     if not PETIMAGES.is_dir():
         pytest.skip(f"the shared photos are not at {PETIMAGES}")
-    torch.manual_seed(0)
-    # 32 px keeps this to a few CPU seconds; the serving path is the same at any size.
-    config = ModelConfig(arch="simple_cnn", image_size=32, resize_size=32)
-    model = build_model(config).eval()  # eval mode: BatchNorm uses the statistics it serves with
-    photos = training_photos()
-    x = preprocess_batch([decode_image(p.read_bytes()).image for p, _ in photos], config)
-    labels = [{"cat": "dog", "dog": "cat"}[lab] if swap_labels else lab for _, lab in photos]
-    y = torch.tensor([label_index(lab) for lab in labels])  # (N,)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(200):
-        logits = model(x)  # (N, 2)
-        if bool((logits.argmax(dim=1) == y).all()):
-            break
-        loss = F.cross_entropy(logits, y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    with torch.no_grad():
-        assert (model(x[:2]).argmax(dim=1) == y[:2]).all(), "the fixture model did not fit"
-    save_checkpoint(path, model, config, {"model_name": "catdog", "model_version": version})
-    return path
+    return train_smoke_model(path, SMOKE, swap_labels=swap_labels, version=version)
 
 
 def stack_url(tmp: Path, checkpoint: Path) -> Iterator[str]:
