@@ -34,18 +34,16 @@ log "deploying $sha with models:/$MODEL_NAME/$version (running now: ${current:-n
 preflight() {
   [ -f "$(release_dir "$sha")/docker-compose.yml" ] || die "release $sha not shipped to $(release_dir "$sha")"
   [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE (copy .env.example there and fill it in)"
-  local tls_dir smoke_dir eval_dir
-  tls_dir="$(env_value TLS_DIR "$DEPLOY_ROOT/tls")"
-  if [ ! -s "$tls_dir/fullchain.pem" ] || [ ! -s "$tls_dir/privkey.pem" ]; then
-    die "no TLS certificate in $tls_dir: run deploy/tls.sh (self-signed, or letsencrypt DOMAIN EMAIL)"
+  local certs smoke_dir
+  certs="$(tls_dir)"
+  if [ ! -s "$certs/fullchain.pem" ] || [ ! -s "$certs/privkey.pem" ]; then
+    die "no TLS certificate in $certs: run deploy/tls.sh (self-signed, or letsencrypt DOMAIN EMAIL)"
   fi
   smoke_dir="$DEPLOY_ROOT/smoke"
   if [ ! -s "$smoke_dir/cat.jpg" ] || [ ! -s "$smoke_dir/dog.jpg" ]; then
     die "no smoke photos: put a clear cat.jpg and dog.jpg in $smoke_dir"
   fi
-  eval_dir="$(env_value EVAL_DATA_DIR "$DEPLOY_ROOT/eval-data")"
-  [ -n "$(find "$eval_dir" -type f -print -quit 2>/dev/null)" ] ||
-    die "no labelled photos under $eval_dir for the evaluation gate (cat/ and dog/ sub-folders)"
+  require_eval_photos
   model_version_exists "$version" ||
     die "models:/$MODEL_NAME/$version is not in the registry at $(mlflow_url)"
   pull_images "$sha"

@@ -15,11 +15,7 @@ valid_sha "$sha" || die "usage: evaluate.sh SHA"
 read -r running version <<<"$(read_state current)"
 [ "$running" = "$sha" ] || die "release $sha is not the one running"
 
-data_dir="$(env_value EVAL_DATA_DIR "$DEPLOY_ROOT/eval-data")"
-# An empty or missing folder would make compose create it and the gate measure nothing.
-[ -n "$(find "$data_dir" -type f -print -quit 2>/dev/null)" ] ||
-  die "no labelled photos under $data_dir (cat/ and dog/ sub-folders, or cat.N.jpg names)"
-
-log "evaluating release $sha on $data_dir"
+require_eval_photos
+log "evaluating release $sha on $(eval_data_dir)"
 compose "$sha" "$version" --profile tools run --rm --no-deps evaluate
 log "evaluation passed"

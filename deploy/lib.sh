@@ -89,6 +89,20 @@ wait_ready() {
   log "ready after $((SECONDS - started))s"
 }
 
+# Where this VM keeps the proxy's certificate and the evaluation photos (the env file may
+# move them).
+tls_dir() { env_value TLS_DIR "$DEPLOY_ROOT/tls"; }
+eval_data_dir() { env_value EVAL_DATA_DIR "$DEPLOY_ROOT/eval-data"; }
+
+# require_eval_photos: the evaluation gate has photos to measure. An empty or missing folder
+# would make compose create it and the gate measure nothing.
+require_eval_photos() {
+  local dir
+  dir="$(eval_data_dir)"
+  [ -n "$(find "$dir" -type f -print -quit 2>/dev/null)" ] ||
+    die "no labelled photos under $dir for the evaluation gate (cat/ and dog/ sub-folders, or cat.N.jpg names)"
+}
+
 # The registry, through the MLflow server of the stack (published on the VM's loopback).
 mlflow_url() { echo "http://127.0.0.1:$(env_value MLFLOW_PORT 5000)"; }
 

@@ -21,7 +21,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ -f "$ENV_FILE" ] || die "no env file at $ENV_FILE"
-tls_dir="$(env_value TLS_DIR "$DEPLOY_ROOT/tls")"
+tls_dir="$(tls_dir)"
 acme_dir="$(env_value ACME_WEBROOT "$DEPLOY_ROOT/acme")"
 letsencrypt_dir="$DEPLOY_ROOT/letsencrypt"
 CERTBOT_IMAGE="${CERTBOT_IMAGE:-certbot/certbot:v2.11.0}"

@@ -112,10 +112,8 @@ PYTHON
 
 # What vm-setup.sh does before the first release: MLflow up, so a champion can be registered.
 start_registry() {
-  local -a files=(-f "$VM/releases/$TAG/docker-compose.yml")
-  [ -f "$VM/docker-compose.override.yml" ] && files+=(-f "$VM/docker-compose.override.yml")
-  IMAGE_TAG="$TAG" CATDOG_MODEL_URI=none docker compose --project-name catdog --env-file "$VM/.env" \
-    "${files[@]}" up -d mlflow redis
+  # No model version exists yet; 0 only fills the file's required variable.
+  compose_vm "$TAG" 0 up -d mlflow redis
   for _ in $(seq 1 120); do
     curl -fs -o /dev/null http://127.0.0.1:15000/health && return
     sleep 1
