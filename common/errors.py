@@ -63,6 +63,13 @@ class MalformedRequestError(CatDogError):
     reason = "malformed_request"
 
 
+class InvalidHTTPError(CatDogError):
+    """Bytes that are not an HTTP/1.1 request (a header value with a control character, a
+    broken request line): refused by the HTTP parser before any route runs."""
+
+    reason = "invalid_http"
+
+
 class TooManyFilesError(CatDogError):
     reason = "too_many_files"
 

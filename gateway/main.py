@@ -1,4 +1,4 @@
-"""The ASGI entry point: `uvicorn gateway.main:app --host 127.0.0.1 --port 8000`."""
+"""The ASGI app; `python -m gateway` serves it (see `gateway/__main__.py`)."""
 
 from gateway.app import create_app
 

@@ -102,7 +102,7 @@ for i in $(seq "$BULK_WORKERS"); do
 done
 # API keys on (the default): reuse or make the local key, so the page and the client work.
 api_key="$(python scripts/local-api-key.py)"
-start gateway uvicorn gateway.main:app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
+start gateway python -m gateway --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log
 auth=$(setting flower_basic_auth)
 start flower celery -A worker.celery_app:app flower --address=127.0.0.1 --port="$FLOWER_PORT" \
   --basic-auth="$auth"

@@ -207,7 +207,7 @@ def wait_for_worker(redis_url: str, node_prefix: str, processes: int, proc: Proc
 
 def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--no-access-log"]
     proc = spawn(f"gateway-{port}", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"

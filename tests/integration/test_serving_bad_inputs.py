@@ -8,6 +8,7 @@ is left in Redis, and the gateway's and the worker's processes are the ones that
 
 import csv
 import io
+import json
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -462,9 +463,11 @@ def test_an_x_request_id_with_control_characters_is_replaced_not_echoed(
         assert status == 200, payload[:500]
         assert headers["x-request-id"].isalnum()
     else:
-        # Other control characters: uvicorn's HTTP parser refuses the request before the
-        # gateway's code sees it (a plain-text 400, with no `reason` to give).
-        assert (status, payload) == (400, b"Invalid HTTP request received.")
+        # Other control characters: the HTTP parser refuses the request before any route
+        # runs, in the gateway's own error body.
+        body = json.loads(payload)
+        assert (status, body["reason"]) == (400, "invalid_http"), payload
+        assert "control character" in body["detail"]
     assert headers.get("x-request-id", "").encode() != request_id
 
 
