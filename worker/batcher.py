@@ -25,6 +25,7 @@ from typing import Generic, Protocol, TypeVar
 
 from PIL import Image
 
+from common.errors import PredictTimeoutError
 from common.wire import Classification, ModelRef
 from worker import metrics
 from worker.forward import Engine
@@ -191,9 +192,24 @@ class BatchedEngine:
     def model(self) -> ModelRef:
         return self.engine.model
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
+    def predict(
+        self, images: Sequence[Image.Image], timeout_s: float | None = None
+    ) -> list[Classification]:
+        """The answers, or PredictTimeoutError once `timeout_s` has passed: the calling task
+        thread is free again, and images not yet taken into a pass are never run."""
         futures = [self.batcher.submit(image) for image in images]
-        return [future.result() for future in futures]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            return [
+                f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                for f in futures
+            ]
+        except TimeoutError:
+            for f in futures:
+                f.cancel()
+            raise PredictTimeoutError(
+                f"no forward pass answered within {timeout_s:.1f} s (the worker is overloaded)"
+            ) from None
 
     def close(self) -> None:
         self.batcher.close()

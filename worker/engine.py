@@ -45,8 +45,11 @@ class InferenceEngine:
         return self._transform(image)
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
-        """One prediction per image, in order, computed `batch_size` images at a time."""
+    def predict(
+        self, images: Sequence[Image.Image], timeout_s: float | None = None
+    ) -> list[Classification]:
+        """One prediction per image, in order, computed `batch_size` images at a time (in
+        this thread, so `timeout_s` cannot apply)."""
         predictions: list[Classification] = []
         for start in range(0, len(images), self.batch_size):
             predictions += self.predict_pass(images[start : start + self.batch_size])

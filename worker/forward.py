@@ -16,7 +16,13 @@ class Engine(Protocol):
     @property
     def model(self) -> ModelRef: ...
 
-    def predict(self, images: Sequence[Image.Image]) -> Sequence[Classification]: ...
+    def predict(
+        self, images: Sequence[Image.Image], timeout_s: float | None = None
+    ) -> Sequence[Classification]:
+        """One answer per image. `timeout_s` bounds the wait where the pass runs in another
+        thread (the micro-batcher); a pass in the calling thread cannot be interrupted from
+        inside and ignores it (Celery's time limits stop that thread's process)."""
+        ...
 
 
 def elapsed_ms(started: float) -> float:
@@ -51,7 +57,9 @@ class CountedEngine:
     def model(self) -> ModelRef:
         return self.engine.model
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
+    def predict(
+        self, images: Sequence[Image.Image], timeout_s: float | None = None
+    ) -> list[Classification]:
         return timed_predict(self.engine, images, self.queue)
 
 

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from common.errors import CatDogError
+from common.errors import CatDogError, PredictTimeoutError
 from common.imaging import ImageLimits, decode_image
 from common.store import predict_mailbox
 from common.store.ops import Store
@@ -26,8 +26,13 @@ def serve_prediction(
     *,
     queue: str = "realtime",
     enqueued_at: float | None = None,
+    deadline: float | None = None,
 ) -> PredictReply | None:
-    """Predict the image stored under `pid` and push the answer; None when nobody waits."""
+    """Predict the image stored under `pid` and push the answer; None when nobody waits.
+
+    `deadline` (a `time.time()`) is the task's soft time limit: past it the item fails with
+    `timeout` instead of waiting on for a forward pass (see `tasks.predict`).
+    """
     started = time.perf_counter()
     observe_queue_wait(queue, enqueued_at, 1)
     data = store(predict_mailbox.take_image(pid))
@@ -38,7 +43,7 @@ def serve_prediction(
         engine = engine_of()
         image = decode_image(data, limits).image
         # The engine counts its forward passes: with micro-batching one pass answers many.
-        found = engine.predict([image])[0]
+        found = engine.predict([image], timeout_s=_time_left(deadline))[0]
     except CatDogError as exc:
         reply = PredictReply(error=ItemError(reason=exc.reason, message=exc.message))
         metrics.observe_item_failure(queue, exc.reason)
@@ -67,3 +72,12 @@ def serve_prediction(
         )
     store(predict_mailbox.reply(pid, reply))
     return reply
+
+
+def _time_left(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.time()
+    if left <= 0:
+        raise PredictTimeoutError("the prediction's time limit passed while its photo decoded")
+    return left

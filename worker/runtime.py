@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -35,6 +36,7 @@ from common.wire import Heartbeat, WorkerState
 from worker import metrics
 from worker.batcher import BatchedEngine
 from worker.forward import CountedEngine, Engine
+from worker.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from worker.engine import InferenceEngine
@@ -319,8 +321,25 @@ def start_model_host(settings: Settings, hostname: str | None = None) -> ModelHo
     if hostname:
         identity = Identity(hostname, identity.queues, identity.concurrency, identity.pool)
     _host = ModelHost(settings, identity, Store.from_url(settings.redis_url))
+    if identity.pool == "threads":
+        _start_watchdog(settings.task_time_limit_s)
     _host.start()
     return _host
+
+
+_watchdog: Watchdog | None = None
+
+
+def _start_watchdog(limit_s: float) -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = Watchdog(limit_s)
+
+
+def watching(what: str) -> AbstractContextManager[None]:
+    """The hard time limit around one task of a threaded worker (worker.watchdog); in
+    prefork children Celery enforces its own."""
+    return _watchdog.watching(what) if _watchdog is not None else nullcontext()
 
 
 def stop_model_host() -> None:

@@ -3,6 +3,7 @@ plain functions in `worker.realtime`, `worker.bulk` and `worker.callbacks`."""
 
 import contextlib
 import logging
+import time
 from functools import cache
 
 import redis
@@ -45,15 +46,22 @@ def predict(
 ) -> None:
     token = request_id_var.set(request_id)
     settings = get_settings()
+    # The soft limit: nobody waits for the answer after the gateway's own timeout.
+    now = time.time()
+    deadline = min(
+        (enqueued_at or now) + settings.predict_timeout_s, now + settings.task_soft_time_limit_s
+    )
     try:
-        realtime.serve_prediction(
-            _store(),
-            lambda: runtime.model_host().realtime_engine(),
-            prediction_id,
-            ImageLimits.from_settings(settings),
-            queue=settings.realtime_queue,
-            enqueued_at=enqueued_at,
-        )
+        with runtime.watching(f"predict {prediction_id}"):
+            realtime.serve_prediction(
+                _store(),
+                lambda: runtime.model_host().realtime_engine(),
+                prediction_id,
+                ImageLimits.from_settings(settings),
+                queue=settings.realtime_queue,
+                enqueued_at=enqueued_at,
+                deadline=deadline,
+            )
     finally:
         request_id_var.reset(token)
 

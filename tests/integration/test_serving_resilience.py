@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -244,7 +245,7 @@ def test_a_gateway_killed_mid_upload_frees_its_idempotency_key_within_the_pendin
     assert lone_stack.redis.ttl(reservation) > 60  # the job's lifetime, not the pending TTL
 
 
-WORKER_NAMES = ("a", "b", "c", "slow")
+WORKER_NAMES = ("a", "b", "c", "slow", "hung")
 
 
 def _a_worker(stack: Stack) -> Process:
@@ -414,6 +415,32 @@ def test_an_item_past_the_soft_time_limit_fails_with_timeout_and_the_job_goes_on
     assert items[0]["error"]["reason"] == "timeout", items[0]
     assert [item["status"] for item in items[1:]] == ["succeeded", "succeeded"]
     slow_worker.stop()  # later tests get a worker with the usual limits
+
+
+def test_a_predict_past_the_hard_limit_ends_a_threaded_worker_as_celery_ends_a_child(
+    lone_stack: Stack,
+) -> None:
+    # Celery enforces no time limit in a threads pool, and a thread cannot be killed: the
+    # watchdog ends the process (exit 70) for its restart policy. The photo takes about a
+    # second to decode here, past the 0.3 s hard limit.
+    for proc in lone_stack.processes:
+        if proc.alive() and proc.name in WORKER_NAMES:
+            proc.stop()
+    hung = lone_stack.add_worker(
+        "hung",
+        concurrency=2,
+        pool="threads",
+        queues=lone_stack.settings().realtime_queue,
+        task_soft_time_limit_s=0.2,
+        task_time_limit_s=0.3,
+    )
+    slow = encode(Image.new("RGB", (7000, 7000), (120, 90, 60)), "PNG")
+    with lone_stack.client() as client, ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client.post, "/predict", files={"file": ("huge.png", slow)})
+        wait_until(lambda: not hung.alive(), 30, "the watchdog to end the worker")
+        assert hung.popen.returncode == 70
+        assert "hard time limit exceeded" in hung.log()
+        assert answer.result(30).status_code in (503, 504)
 
 
 def test_a_worker_without_a_model_takes_no_work_and_serves_once_its_model_appears(

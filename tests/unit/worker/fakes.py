@@ -36,7 +36,9 @@ class FakeEngine:
     on_batch: Callable[[], None] | None = None
     model: ModelRef = FAKE_MODEL
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Classification]:
+    def predict(
+        self, images: Sequence[Image.Image], timeout_s: float | None = None
+    ) -> list[Classification]:
         self.batches.append(len(images))
         if self.on_batch:
             self.on_batch()

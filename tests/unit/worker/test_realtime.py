@@ -72,6 +72,39 @@ def test_concurrent_predictions_share_a_counted_forward_pass(store: Store) -> No
     assert counted("catdog_worker_batch_wait_seconds_count", queue="realtime") == waits_before + 2
 
 
+def test_a_prediction_past_its_deadline_fails_with_timeout_and_frees_its_thread(
+    store: Store,
+) -> None:
+    """The soft limit: the task thread stops waiting for a held pass, and its photo, still
+    queued, is never run."""
+    gate, running = threading.Event(), threading.Event()
+    fake = FakeEngine(on_batch=lambda: (running.set(), gate.wait(5)))
+    engine = BatchedEngine(fake, max_batch_size=8, max_wait_ms=0, queue="realtime")
+    for pid in ("held", "late"):
+        store.redis.set(keys.predict_image(pid), jpeg())
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(serve_prediction, store, lambda: engine, "held", LIMITS)
+        assert running.wait(5)
+        started = time.monotonic()
+        reply = serve_prediction(store, lambda: engine, "late", LIMITS, deadline=time.time() + 0.3)
+        assert time.monotonic() - started < 2
+        gate.set()
+        assert held.result(5) is not None
+    engine.close()
+    assert reply is not None and reply.error is not None and reply.error.reason == "timeout"
+    assert fake.batches == [1]  # the late photo never reached a pass
+
+
+def test_a_prediction_whose_deadline_passed_before_it_ran_is_not_classified(
+    store: Store,
+) -> None:
+    fake = FakeEngine()
+    store.redis.set(keys.predict_image("stale"), jpeg())
+    reply = serve_prediction(store, lambda: fake, "stale", LIMITS, deadline=time.time() - 1)
+    assert reply is not None and reply.error is not None and reply.error.reason == "timeout"
+    assert fake.batches == []
+
+
 def test_a_process_without_batching_counts_each_prediction_as_a_pass_of_one(
     store: Store,
 ) -> None:
