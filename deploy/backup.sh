@@ -44,11 +44,24 @@ mv "$dest/mlflow-artifacts.tar.part" "$dest/mlflow-artifacts.tar"
 
 # An AOF rewrite replaces files while tar reads them: wait for none to be in progress.
 log "backing up Redis's append-only files"
+# As Redis's own utils/aof_backup.sh does: no rewrite may replace the files while they are
+# copied (automatic rewrites off, and none running); the incr file may still grow, and a
+# copy cut inside its last command loads (aof-load-truncated, on by default).
+rewrite_percentage="$(docker exec "$redis" redis-cli config get auto-aof-rewrite-percentage | tail -n 1)"
+docker exec "$redis" redis-cli config set auto-aof-rewrite-percentage 0 >/dev/null
+trap 'docker exec "$redis" redis-cli config set auto-aof-rewrite-percentage "$rewrite_percentage" >/dev/null' EXIT
 for _ in $(seq 1 60); do
   docker exec "$redis" redis-cli info persistence | grep -q '^aof_rewrite_in_progress:0' && break
   sleep 1
 done
-docker exec "$redis" tar -C /data -cf - . >"$dest/redis-data.tar.part"
+# GNU tar (Debian-based images) exits 1 for a file that grew while read, which is expected
+# here; busybox tar (the Alpine image) copies the size it saw and does not complain.
+# shellcheck disable=SC2016  # expanded by the container's shell
+docker exec "$redis" sh -c 'if tar --version 2>/dev/null | grep -q GNU; then
+    tar --warning=no-file-changed -C /data -cf - . || [ "$?" -eq 1 ]
+  else
+    tar -C /data -cf - .
+  fi' >"$dest/redis-data.tar.part"
 mv "$dest/redis-data.tar.part" "$dest/redis-data.tar"
 
 printf '%s\n' "$running" >"$dest/release"
