@@ -16,4 +16,6 @@ python scripts/audit_dependencies.py
 echo "== detect-secrets (against .secrets.baseline)"
 python scripts/scan_secrets.py
 echo "== pytest"
-python -m pytest "$@"
+# Two pytest-xdist workers, each handed whole files (loadfile), so a module's own stack is
+# started once; CATDOG_TEST_WORKERS=0 runs everything in this one process.
+python -m pytest -n "${CATDOG_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -30,10 +30,3 @@ def cat_photo() -> Path:
 @pytest.fixture(scope="session")
 def dog_photo() -> Path:
     return PETIMAGES / "Dog" / "1.jpg"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The browser tests run last: Playwright's sync API keeps an event loop running in this
-    thread until the session ends, and tests that call asyncio.run cannot run beside it."""
-    browser = REPO_ROOT / "tests" / "browser"
-    items.sort(key=lambda item: browser in Path(item.path).parents)

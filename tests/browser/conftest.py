@@ -190,7 +190,11 @@ def stack(
     running.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is started, and the tests that call asyncio.run (or run a loop of their own) must
+# not run beside it. Stopped when the module ends, it leaves the thread as it found it, so
+# the browser tests can run in any order and on any pytest-xdist worker.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's Chromium is not at {CHROMIUM}; scripts/system-deps.sh installs it")
@@ -198,7 +202,7 @@ def playwright() -> Iterator[Playwright]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
     yield launched
