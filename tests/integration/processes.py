@@ -223,7 +223,11 @@ def wait_for_http(proc: Process, url: str, timeout_s: float, what: str) -> None:
             raise RuntimeError(f"{what} exited:\n{proc.log()[-3000:]}")
         return httpx.get(url, timeout=1).status_code == 200
 
-    wait_until(up, timeout_s, what, every_s=0.2)
+    try:
+        wait_until(up, timeout_s, what, every_s=0.2)
+    except TimeoutError:
+        proc.kill()  # one that never came up is not left running beside the tests after it
+        raise
 
 
 @dataclass
