@@ -7,6 +7,10 @@ DATA ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
+# Setup installs without bytecode (below), so Python must be free to write it on first
+# import: with PYTHONDONTWRITEBYTECODE set (some CI images set it), every one of the suite's
+# hundred-odd processes recompiled torch and MLflow from source (pytest 15m28 instead of ~6).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: up down test test-containers bench lint typecheck train serve system-deps setup clean
 
@@ -14,7 +18,8 @@ $(VENV)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# --no-compile: pip would byte-compile every module of torch's 5.5 GB CUDA wheel, most of
-	# which nothing here imports; Python compiles what is imported, once. Setup: 4m15 -> 2m27.
+	# which nothing here imports; Python compiles what is imported, once (see the unexport
+	# above). Setup: 4m15 -> 2m27.
 	$(BIN)/pip install --quiet --no-compile -r requirements/dev.txt
 	# The `catdog` command (client.cli:main), linked to this checkout.
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .

@@ -30,3 +30,20 @@ def cat_photo() -> Path:
 @pytest.fixture(scope="session")
 def dog_photo() -> Path:
     return PETIMAGES / "Dog" / "1.jpg"
+
+
+# The files that take longest (the DVC pipeline trains and registers; the resilience tests
+# kill and restart processes): started first, so with two xdist workers handing out whole
+# files in collection order, neither is left running alone at the end of the suite.
+LONGEST_FIRST = (
+    REPO_ROOT / "tests" / "pipeline" / "test_dvc_repro.py",
+    REPO_ROOT / "tests" / "integration" / "test_serving_resilience.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path)
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its order
