@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Flame graphs of the running stack under /predict load (`make up` first): py-spy samples the
-# gateway and the realtime worker for DURATION seconds (20) while bench/load.py's client
+# gateway and the first realtime worker for DURATION seconds (20) while bench/load.py's client
 # sends /predict at CONCURRENCY (32). Writes bench/results/<date>-flame-{gateway,realtime}.svg.
 # py-spy comes with requirements/dev.txt; it needs ptrace (root here).
 set -euo pipefail
@@ -31,6 +31,6 @@ PY
 
 sleep 2
 py-spy record --pid "$(cat run/gateway.pid)" --duration "$DURATION" --output "$out-gateway.svg" --nonblocking &
-py-spy record --pid "$(cat run/realtime.pid)" --duration "$DURATION" --output "$out-realtime.svg" --nonblocking
+py-spy record --pid "$(cat run/realtime1.pid)" --duration "$DURATION" --output "$out-realtime.svg" --nonblocking
 wait
 echo "flame graphs: $out-gateway.svg, $out-realtime.svg"

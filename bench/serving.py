@@ -117,6 +117,17 @@ def pid_of(name: str) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
+def environ_of(name: str) -> dict[str, str]:
+    """The environment a stack process started with (what serve.sh gave it), or {}."""
+    pid = pid_of(name)
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes() if pid else b""
+    except OSError:
+        return {}
+    pairs = (item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+    return dict(pairs)
+
+
 def processes() -> dict[str, int]:
     """The stack's processes (scripts/serve.sh's pid files): gateway and workers."""
     found = {}
@@ -460,7 +471,9 @@ def main() -> int:
             "max_wait_ms": settings.max_wait_ms,
             "batch_size": settings.batch_size,
             "chunk_size": settings.chunk_size,
+            "realtime_workers": sum(name.startswith("realtime") for name in processes()),
             "realtime_threads": int(os.environ.get("REALTIME_THREADS", 16)),
+            "realtime_torch_threads": environ_of("realtime1").get("CATDOG_WORKER_THREADS"),
             "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 2)),
         },
     }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The local serving stack (`make up` runs it after training):
 #   Redis        started here only if none answers at CATDOG_REDIS_URL
-#   workers      one realtime worker for /predict: REALTIME_THREADS task threads (16) in one
-#                process whose requests share micro-batched forward passes; and BULK_WORKERS
-#                bulk workers (1) for jobs, BULK_CONCURRENCY processes each (2; the cores
-#                shared among them, or BULK_THREADS torch threads each), at nice BULK_NICE
-#                (10) so /predict gets the CPU first. The realtime worker exports its
-#                metrics on WORKER_METRICS_PORT (9100), bulk worker N on 9100 + N.
+#   workers      REALTIME_WORKERS realtime workers for /predict (one per core), each one
+#                process of REALTIME_THREADS task threads (16) whose requests share
+#                micro-batched forward passes, the cores shared among them (or
+#                CATDOG_WORKER_THREADS torch threads each); and BULK_WORKERS bulk workers (1)
+#                for jobs, BULK_CONCURRENCY processes each (2; the cores shared among them,
+#                or BULK_THREADS torch threads each), at nice BULK_NICE (10) so /predict gets
+#                the CPU first. Realtime worker N exports its metrics on WORKER_METRICS_PORT
+#                (9100) + N - 1, bulk worker N on the ports after the realtime workers'.
 #   gateway      http://127.0.0.1:8000 (GATEWAY_PORT), metrics at /metrics
 #   Flower       http://127.0.0.1:5555 (FLOWER_PORT), basic auth CATDOG_FLOWER_BASIC_AUTH
 # Every process gets its own process group and a pid file in run/; Ctrl-C here, or
@@ -18,6 +20,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 RUN_DIR=run
 LOG_DIR=$RUN_DIR/logs
+CORES=$(nproc)
+# One realtime process per core: on a CPU, one process's forward pass barely gains from a
+# second torch thread (bench/results: 1 process x 2 threads 23.7 img/s, 2 x 1 thread 48.1),
+# so /predict under load needs a second process to use the second core.
+REALTIME_WORKERS=${REALTIME_WORKERS:-$CORES}
 REALTIME_THREADS=${REALTIME_THREADS:-16}
 BULK_WORKERS=${BULK_WORKERS:-1}
 BULK_CONCURRENCY=${BULK_CONCURRENCY:-2}
@@ -94,10 +101,13 @@ start_worker() {  # start_worker NAME METRICS_PORT NICE TORCH-THREADS CELERY-ARG
     CATDOG_WORKER_THREADS="$threads" \
     celery -A worker.celery_app:app worker --hostname "$name@%h" --loglevel INFO "$@"
 }
-start_worker realtime "$WORKER_METRICS_PORT" 0 "${CATDOG_WORKER_THREADS:-0}" -Q "$(setting realtime_queue)" \
-  --pool threads --concurrency "$REALTIME_THREADS"
+realtime_torch_threads=${CATDOG_WORKER_THREADS:-$(( CORES / REALTIME_WORKERS > 0 ? CORES / REALTIME_WORKERS : 1 ))}
+for i in $(seq "$REALTIME_WORKERS"); do
+  start_worker "realtime$i" $((WORKER_METRICS_PORT + i - 1)) 0 "$realtime_torch_threads" \
+    -Q "$(setting realtime_queue)" --pool threads --concurrency "$REALTIME_THREADS"
+done
 for i in $(seq "$BULK_WORKERS"); do
-  start_worker "bulk$i" $((WORKER_METRICS_PORT + i)) "$BULK_NICE" "$BULK_THREADS" \
+  start_worker "bulk$i" $((WORKER_METRICS_PORT + REALTIME_WORKERS + i - 1)) "$BULK_NICE" "$BULK_THREADS" \
     -Q "$(setting bulk_queue)" --concurrency "$BULK_CONCURRENCY"
 done
 # API keys on (the default): reuse or make the local key, so the page and the client work.
