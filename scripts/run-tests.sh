@@ -17,5 +17,6 @@ echo "== detect-secrets (against .secrets.baseline)"
 python scripts/scan_secrets.py
 echo "== pytest"
 # Two pytest-xdist workers, each handed whole files (loadfile), so a module's own stack is
-# started once; CATDOG_TEST_WORKERS=0 runs everything in this one process.
-python -m pytest -n "${CATDOG_TEST_WORKERS:-2}" --dist loadfile "$@"
+# started once; CATDOG_TEST_WORKERS=0 runs everything in this one process. The fifteen
+# slowest tests are listed at the end, so a run that got slower says where.
+python -m pytest -n "${CATDOG_TEST_WORKERS:-2}" --dist loadfile --durations 15 "$@"
