@@ -44,7 +44,8 @@ def load_engine(threads: int, batch_size: int = 32) -> Any:
     torch.set_num_threads(threads)
     settings = get_settings()
     loaded = load_model(settings.model_uri, settings.mlflow_tracking_uri, "cpu")
-    engine = InferenceEngine(loaded, "cpu", batch_size)
+    # The workers' runtime (CATDOG_INFERENCE_RUNTIME): the ceiling of what they run.
+    engine = InferenceEngine(loaded, "cpu", batch_size, runtime=settings.inference_runtime)
     engine.warm_up()
     return engine
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "photos": len(datas),
         "model": f"{engine.model.name} v{engine.model.version}",
         "arch": engine.loaded.config.arch,
+        "runtime": engine.runtime,
         "image_size": engine.loaded.config.image_size,
         **measure(engine, datas, tuple(args.batch or BATCH_SIZES)),
     }

@@ -69,12 +69,15 @@ def machine() -> dict[str, Any]:
 
 
 def ceiling() -> dict[str, Any]:
-    """The in-process figures, each in a fresh process so the stack's state cannot help."""
+    """The in-process figures, each in a fresh process so the stack's state cannot help, with
+    the runtime the stack's workers run."""
     script = str(BENCH / "ceiling.py")
+    env = {**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()}
     one = json.loads(
         subprocess.run(
             [python(), script, "--threads", "2", "--json"],
             cwd=ROOT,
+            env=env,
             check=True,
             capture_output=True,
             text=True,
@@ -95,6 +98,7 @@ def ceiling() -> dict[str, Any]:
                 str(200 * n),
             ],
             cwd=ROOT,
+            env=env,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -126,6 +130,14 @@ def environ_of(name: str) -> dict[str, str]:
         return {}
     pairs = (item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
     return dict(pairs)
+
+
+def stack_runtime() -> str:
+    """What runs the realtime workers' forward passes (CATDOG_INFERENCE_RUNTIME)."""
+    from common.settings import Settings
+
+    default = Settings.model_fields["inference_runtime"].default
+    return environ_of("realtime1").get("CATDOG_INFERENCE_RUNTIME", default)
 
 
 def processes() -> dict[str, int]:
@@ -265,7 +277,10 @@ def peer(quick: bool) -> list[dict[str, Any]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [python(), str(BENCH / "peer_server.py"), "--port", str(port)], cwd=ROOT
+        [python(), str(BENCH / "peer_server.py"), "--port", str(port)],
+        cwd=ROOT,
+        # The stack's runtime: the comparison is of serving, not of engines.
+        env={**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -364,7 +379,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; commit {m['commit']}; "
         f"model {one['model']} ({one['arch']}, {one['image_size']} px). Settings: {result['settings']}.",
         "",
-        "## In-process ceiling (one process, 2 threads)",
+        f"## In-process ceiling (one process, 2 threads, {one.get('runtime', 'torch')})",
         "",
         f"Decode + preprocess alone, 1 thread: {one['preprocess']['images_per_s']} img/s.",
         "",
@@ -463,17 +478,20 @@ def main() -> int:
     from common.settings import get_settings
 
     settings = get_settings()
+    stack_env = environ_of("realtime1")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": machine(),
         "settings": {
-            "max_batch_size": settings.max_batch_size,
-            "max_wait_ms": settings.max_wait_ms,
-            "batch_size": settings.batch_size,
-            "chunk_size": settings.chunk_size,
+            # The workers' values (what serve.sh gave them), else this process's settings.
+            **{
+                name: stack_env.get(f"CATDOG_{name.upper()}", getattr(settings, name))
+                for name in ("max_batch_size", "max_wait_ms", "batch_size", "chunk_size")
+            },
             "realtime_workers": sum(name.startswith("realtime") for name in processes()),
             "realtime_threads": int(os.environ.get("REALTIME_THREADS", 16)),
-            "realtime_torch_threads": environ_of("realtime1").get("CATDOG_WORKER_THREADS"),
+            "realtime_torch_threads": stack_env.get("CATDOG_WORKER_THREADS"),
+            "inference_runtime": stack_runtime(),
             "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 2)),
         },
     }

@@ -1,13 +1,15 @@
 """The inference engine: one loaded model on one device, batched forward passes.
 
 The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
-the caller), `common.ml.preprocessing.eval_transform`, the model, and the softmax at the
-checkpoint's temperature (`common.ml.calibration.calibrated_probabilities`). Where the
+the caller), `common.ml.preprocessing.eval_transform`, the model (run by PyTorch or, by
+setting, by ONNX Runtime: worker.onnx_forward), and the softmax at the checkpoint's
+temperature (`common.ml.calibration.calibrated_probabilities`). Where the
 checkpoint keeps its ImageNet head, each answer also says whether the photo looks like a cat
 or a dog at all (`common.ml.open_set`).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from PIL import Image
@@ -18,6 +20,9 @@ from common.ml.open_set import classify, looks_like_a_pet
 from common.ml.preprocessing import eval_transform
 from common.wire import Classification, ModelRef
 
+# A batch (B, 3, S, S) in; the logits (B, C) and the pet probability (B,) or None out.
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
 
 class InferenceEngine:
     def __init__(
@@ -26,6 +31,7 @@ class InferenceEngine:
         device: str,
         batch_size: int,
         pet_threshold: float | None = None,
+        runtime: str = "torch",
     ) -> None:
         self.loaded = loaded
         self.device = torch.device(device)
@@ -37,7 +43,26 @@ class InferenceEngine:
         )
         self.model = ModelRef(loaded.name, loaded.version)
         self._transform = eval_transform(loaded.config)
+        self._forward = self._runtime(runtime)  # before the move: a GPU is refused first
         loaded.model.to(self.device).eval()
+
+    def _runtime(self, runtime: str) -> Forward:
+        if runtime == "auto":  # ONNX Runtime where it runs (the CPU), else PyTorch
+            runtime = "onnxruntime" if self.device.type == "cpu" else "torch"
+        self.runtime = runtime
+        if runtime == "torch":
+            return partial(classify, self.loaded.model)
+        if runtime != "onnxruntime":
+            raise ValueError(f"unknown inference runtime {runtime!r}: auto, torch or onnxruntime")
+        if self.device.type != "cpu":
+            raise ValueError(
+                f"the onnxruntime runtime runs on the CPU, not {self.device.type}; "
+                "set CATDOG_INFERENCE_RUNTIME=torch for a GPU worker"
+            )
+        from worker.onnx_forward import OnnxForward
+
+        # As many threads as the process gives torch (worker.runtime.select_device).
+        return OnnxForward(self.loaded, torch.get_num_threads())
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """One decoded image as the (3, S, S) tensor the model takes (the evaluation
@@ -63,7 +88,7 @@ class InferenceEngine:
     def predict_prepared(self, tensors: Sequence[torch.Tensor]) -> list[Classification]:
         """One forward pass over tensors from `prepare`."""
         batch = torch.stack(list(tensors)).to(self.device)
-        logits, pets = classify(self.loaded.model, batch)  # (B, C), (B,)
+        logits, pets = self._forward(batch)  # (B, C), (B,)
         probabilities = calibrated_probabilities(logits, self.loaded.config.temperature)
         rows = probabilities.cpu().tolist()  # (B, C)
         pet_list = [None] * len(rows) if pets is None else pets.cpu().tolist()

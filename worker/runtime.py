@@ -218,7 +218,11 @@ class ModelHost:
                 self.settings.model_uri, self.settings.mlflow_tracking_uri, self.device
             )
             engine = InferenceEngine(
-                loaded, self.device, self.settings.batch_size, self.settings.pet_threshold
+                loaded,
+                self.device,
+                self.settings.batch_size,
+                self.settings.pet_threshold,
+                self.settings.inference_runtime,
             )
             realtime = self._realtime_face(engine)
         except Exception as exc:

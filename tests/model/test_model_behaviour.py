@@ -97,3 +97,20 @@ def test_the_open_set_flag_is_up_for_real_pets_and_down_for_a_generated_banner(
     assert all(a.pet_probability is not None for a in answers)
     # The two-class answer is still given; the flag is what tells the page to warn.
     assert all(a.label in CLASSES for a in answers)
+
+
+def test_onnx_runtime_answers_what_pytorch_answers_on_real_photos(
+    loaded_model: LoadedModel, held_out: tuple[list[Image.Image], torch.Tensor]
+) -> None:
+    """CATDOG_INFERENCE_RUNTIME=onnxruntime serves the same model: the same label, the same
+    probabilities and the same open-set flag for every held-out photo and a banner."""
+    images = [*held_out[0], _banner("ADOPTED!")]
+    by_torch = InferenceEngine(loaded_model, "cpu", batch_size=8).predict(images)
+    by_onnx = InferenceEngine(loaded_model, "cpu", batch_size=8, runtime="onnxruntime").predict(
+        images
+    )
+    for ours, theirs in zip(by_onnx, by_torch, strict=True):
+        assert ours.label == theirs.label
+        assert ours.pet_detected == theirs.pet_detected
+        assert ours.probability == pytest.approx(theirs.probability, abs=1e-4)
+        assert ours.pet_probability == pytest.approx(theirs.pet_probability, abs=1e-4)
