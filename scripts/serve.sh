@@ -21,9 +21,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 RUN_DIR=run
 LOG_DIR=$RUN_DIR/logs
 CORES=$(nproc)
-# One realtime process per core: on a CPU, one process's forward pass barely gains from a
-# second torch thread (bench/results: 1 process x 2 threads 23.7 img/s, 2 x 1 thread 48.1),
-# so /predict under load needs a second process to use the second core.
+# One realtime process per core: on a CPU, one process's small-batch forward pass gains
+# little from a second thread (bench/results, 2 cores: PyTorch 1 process x 2 threads 23.7
+# img/s, 2 x 1 thread 48.1; ONNX Runtime at batch 1, 93 against 79 for one thread), so
+# /predict under load needs a second process to use the second core.
 REALTIME_WORKERS=${REALTIME_WORKERS:-$CORES}
 REALTIME_THREADS=${REALTIME_THREADS:-16}
 BULK_WORKERS=${BULK_WORKERS:-1}
