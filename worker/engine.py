@@ -3,9 +3,9 @@
 The steps are exactly those of in-process evaluation: `common.imaging.decode_image` (done by
 the caller), `common.ml.preprocessing.eval_transform`, the model (run by PyTorch or, by
 setting, by ONNX Runtime: worker.onnx_forward), and the softmax at the checkpoint's
-temperature (`common.ml.calibration.calibrated_probabilities`). Where the
-checkpoint keeps its ImageNet head, each answer also says whether the photo looks like a cat
-or a dog at all (`common.ml.open_set`).
+temperature (`common.ml.calibration.calibrated_probabilities`). Where the checkpoint keeps
+its ImageNet head, each answer also says whether the photo looks like a cat or a dog at all
+(`common.ml.open_set`).
 """
 
 from collections.abc import Callable, Sequence
@@ -43,17 +43,19 @@ class InferenceEngine:
         )
         self.model = ModelRef(loaded.name, loaded.version)
         self._transform = eval_transform(loaded.config)
-        self._forward = self._runtime(runtime)  # before the move: a GPU is refused first
+        # auto: ONNX Runtime where it runs (the CPU), else PyTorch.
+        cpu = self.device.type == "cpu"
+        self.runtime = ("onnxruntime" if cpu else "torch") if runtime == "auto" else runtime
+        self._forward = self._forward_pass()  # before the move: a GPU is refused first
         loaded.model.to(self.device).eval()
 
-    def _runtime(self, runtime: str) -> Forward:
-        if runtime == "auto":  # ONNX Runtime where it runs (the CPU), else PyTorch
-            runtime = "onnxruntime" if self.device.type == "cpu" else "torch"
-        self.runtime = runtime
-        if runtime == "torch":
+    def _forward_pass(self) -> Forward:
+        if self.runtime == "torch":
             return partial(classify, self.loaded.model)
-        if runtime != "onnxruntime":
-            raise ValueError(f"unknown inference runtime {runtime!r}: auto, torch or onnxruntime")
+        if self.runtime != "onnxruntime":
+            raise ValueError(
+                f"unknown inference runtime {self.runtime!r}: auto, torch or onnxruntime"
+            )
         if self.device.type != "cpu":
             raise ValueError(
                 f"the onnxruntime runtime runs on the CPU, not {self.device.type}; "

@@ -109,12 +109,13 @@ class OnnxForward:
             expected = classify(loaded.model, batch)
         got = self(batch)
         for name, want, have in zip(("logits", "pet probability"), expected, got, strict=True):
-            if (want is None) != (have is None):
-                raise OnnxMismatchError(f"ONNX Runtime gives no {name}")
-            if want is not None and have is not None:
-                diff = float((want - have).abs().max())
-                if diff > TOLERANCE:
-                    raise OnnxMismatchError(
-                        f"ONNX Runtime's {name} differ from PyTorch's by {diff:.2e} "
-                        f"(more than {TOLERANCE}); set CATDOG_INFERENCE_RUNTIME=torch"
-                    )
+            if want is None and have is None:  # a model without its ImageNet head
+                continue
+            diff = (
+                float("inf") if want is None or have is None else float((want - have).abs().max())
+            )
+            if diff > TOLERANCE:
+                raise OnnxMismatchError(
+                    f"ONNX Runtime's {name} differ from PyTorch's by {diff:.2e} "
+                    f"(more than {TOLERANCE}); set CATDOG_INFERENCE_RUNTIME=torch"
+                )
