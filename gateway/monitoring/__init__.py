@@ -2,7 +2,8 @@
 counting middlewares (`middleware`), live quality from feedback (`quality`), and here how they
 are wired into an app, with the dependencies the /metrics and /feedback routes take.
 
-`create_app` calls `install_monitoring(app)` once; the lifespan may set
+Its dependencies are `async def` so FastAPI calls them on the event loop rather than in a
+thread (gateway/dependencies.py says why). `create_app` calls `install_monitoring(app)` once; the lifespan may set
 `app.state.quality = build_quality_tracker(services)`, and if it does not, the first route
 that needs the tracker builds it from `app.state.services`.
 """
@@ -33,7 +34,7 @@ def build_quality_tracker(services: Services) -> QualityTracker:
     return QualityTracker(services.store, config, references)
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     metrics = getattr(request.app.state, "metrics", None)
     if not isinstance(metrics, GatewayMetrics):
         # An app built without install_monitoring still answers /metrics (without the
@@ -42,7 +43,7 @@ def get_metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
-def get_quality(request: Request) -> QualityTracker:
+async def get_quality(request: Request) -> QualityTracker:
     tracker = getattr(request.app.state, "quality", None)
     if not isinstance(tracker, QualityTracker):
         tracker = build_quality_tracker(request.app.state.services)
