@@ -1,6 +1,7 @@
 """Live-quality records in Redis: what each served prediction said, the feedback people gave,
-and sliding windows per model version. Shared by the gateway (asyncio client: /predict
-answers, POST /feedback, the gauges) and the workers (blocking client: bulk job items).
+and sliding windows per model version. Shared by the gateway (asyncio client: POST /feedback,
+the gauges) and the workers (blocking client: /predict answers, with their reply, and bulk
+job items).
 
 Key layout (every key starts with `catdog:quality:`; `{key}` is a prediction key, see
 `prediction_key`; `{model}` is `name:version`):
@@ -127,7 +128,7 @@ def check_label(label: str) -> str:
 # --- writing (both clients) ------------------------------------------------------------------
 
 
-def _buffer_records(
+def buffer_records(
     pipe: Pipeline, records: Iterable[PredictionRecord], ttl_s: int, window: int
 ) -> None:
     now = time.time()
@@ -168,14 +169,13 @@ def job_item_records(
 
 
 def record_predictions(records: Sequence[PredictionRecord], *, ttl_s: int, window: int) -> Op[Any]:
-    """Store records and add them to their model's window: /predict answers (gateway) and
-    job items (workers)."""
+    """Store records and add them to their model's window (job items)."""
 
     def send(client: Any) -> Any:
         if not records:
             return []
         pipe = client.pipeline(transaction=False)
-        _buffer_records(pipe, records, ttl_s, window)
+        buffer_records(pipe, records, ttl_s, window)
         return pipe.execute()
 
     return Op(send)

@@ -42,7 +42,10 @@ def _store() -> Store:
 # much as the forward pass (profiled with py-spy). Prometheus and the logs count them.
 @app.task(name=PREDICT_TASK, ignore_result=True, send_events=False)
 def predict(
-    prediction_id: str, request_id: str | None = None, enqueued_at: float | None = None
+    prediction_id: str,
+    request_id: str | None = None,
+    enqueued_at: float | None = None,
+    owner: str = "",
 ) -> None:
     token = request_id_var.set(request_id)
     settings = get_settings()
@@ -61,6 +64,8 @@ def predict(
                 queue=settings.realtime_queue,
                 enqueued_at=enqueued_at,
                 deadline=deadline,
+                owner=owner,
+                quality=QualityConfig.from_settings(settings),
             )
     finally:
         request_id_var.reset(token)

@@ -33,7 +33,7 @@ from common.offline_metrics import OfflineMetrics, fetch_offline_metrics
 from common.quality import PredictionRecord, QualityConfig, WindowStats
 from common.store import jobs
 from common.store.ops import AsyncStore
-from common.wire import Classification, ModelRef
+from common.wire import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +140,6 @@ class QualityTracker:
         self.store = store
         self.config = config
         self.references = references
-
-    async def record_prediction(
-        self, prediction_id: str, found: Classification, owner: str = ""
-    ) -> None:
-        """Remember a /predict answer so its caller can give feedback on it by its id."""
-        key = q.prediction_key(prediction_id=prediction_id)
-        record = PredictionRecord(key, found.label, found.probability, found.model, owner=owner)
-        await self.store(
-            q.record_predictions(
-                [record], ttl_s=self.config.record_ttl_s, window=self.config.window
-            )
-        )
 
     async def feedback(self, key: str, true_label: str, owner: str = "") -> FeedbackOutcome:
         """Score the prediction `key` against `true_label` and add it to its model's window.

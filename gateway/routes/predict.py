@@ -4,15 +4,12 @@ import logging
 import time
 import uuid
 
-import redis
 from fastapi import APIRouter, Request
 
 from common.errors import InferenceFailedError, PredictTimeoutError, error_for_reason
 from common.store import predict_mailbox
-from common.wire import Classification
 from gateway.dependencies import CallerDep, RequestIdDep, ServicesDep
-from gateway.monitoring import MetricsDep, QualityDep
-from gateway.monitoring.quality import QualityTracker
+from gateway.monitoring import MetricsDep
 from gateway.openapi import error_responses, multipart_body
 from gateway.schemas import PredictResponse
 from gateway.uploads import read_single_file
@@ -20,10 +17,6 @@ from gateway.uploads import read_single_file
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["predict"])
-
-# Extra seconds the stored image outlives the wait, so a worker that starts late finds it.
-IMAGE_TTL_MARGIN_S = 30
-
 
 PREDICT_BODY = multipart_body(
     {"file": {"type": "string", "format": "binary", "description": "One JPEG/PNG/WEBP/... photo"}},
@@ -43,22 +36,19 @@ async def predict(
     caller: CallerDep,
     request_id: RequestIdDep,
     metrics: MetricsDep,
-    quality: QualityDep,
 ) -> PredictResponse:
     """Classify one photo (multipart field `file`) as cat or dog."""
     started = time.perf_counter()
     settings = services.settings
     upload = await read_single_file(request, "file", settings.max_image_bytes)
-    await services.validate_image(upload.data)
+    services.validate_image(upload.data)
     await services.ensure_capacity(settings.realtime_queue, len(upload.data))
     await services.ensure_worker(settings.realtime_queue)
 
     prediction_id = uuid.uuid4().hex
     store = services.store
-    ttl = int(settings.predict_timeout_s) + IMAGE_TTL_MARGIN_S
-    await store(predict_mailbox.put_image(prediction_id, upload.data, ttl))
     queued = time.perf_counter()
-    await services.dispatcher.predict(prediction_id, request_id)
+    await services.dispatcher.predict(prediction_id, upload.data, request_id, caller.key_id)
     waiting = predict_mailbox.await_reply(prediction_id, settings.predict_timeout_s)
     reply = await services.waits(waiting)
     metrics.observe_worker_wait(settings.realtime_queue, time.perf_counter() - queued)
@@ -76,11 +66,11 @@ async def predict(
     found = reply.prediction
     model = found.model
     metrics.observe_prediction(found.label, found.probability, model.name, model.version)
-    await _remember(quality, prediction_id, found, caller.key_id)
     log.info(
         "prediction served",
         extra={
             "route": "/predict",
+            "prediction_id": prediction_id,
             "model_name": model.name,
             "model_version": model.version,
             "label": found.label,
@@ -100,14 +90,3 @@ async def predict(
         request_id=request_id,
         latency_ms=latency_ms,
     )
-
-
-async def _remember(
-    quality: QualityTracker, prediction_id: str, found: Classification, owner: str
-) -> None:
-    """Record the answer so POST /feedback can name it; a failed record never fails the
-    prediction the client is waiting for."""
-    try:
-        await quality.record_prediction(prediction_id, found, owner)
-    except (redis.RedisError, OSError) as exc:
-        log.warning("could not record the prediction for feedback", extra={"error": str(exc)})

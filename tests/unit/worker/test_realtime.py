@@ -5,6 +5,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from common import quality
 from common.errors import ModelNotAvailableError
 from common.store import keys
 from common.store.ops import Store
@@ -23,6 +24,24 @@ def test_serve_prediction_answers_with_the_label_model_and_version(store: Store)
     assert (reply.prediction.label, reply.prediction.model) == ("dog", FAKE_MODEL)
     raw = store.redis.lpop(keys.predict_reply("p"))
     assert isinstance(raw, bytes) and PredictReply.from_json(raw) == reply
+
+
+def test_the_answer_is_recorded_for_its_callers_feedback_with_the_reply(store: Store) -> None:
+    """POST /feedback finds a /predict answer by its id as soon as the caller has it, and
+    only for the key that asked: the worker stores the record in the reply's transaction."""
+    store.redis.set(keys.predict_image("fb"), jpeg())
+    serve_prediction(store, FakeEngine, "fb", LIMITS, owner="key-1")
+    record = store.redis.hgetall(quality.Keys.record(quality.prediction_key(prediction_id="fb")))
+    assert record[b"label"] == b"dog" and record[b"owner"] == b"key-1"
+    assert record[b"model_version"] == FAKE_MODEL.version.encode()
+    window = store.redis.lrange(quality.Keys.predictions(FAKE_MODEL), 0, -1)
+    assert len(window) == 1 and window[0].startswith(b"dog ")
+
+    store.redis.set(keys.predict_image("fb-bad"), b"not an image")
+    serve_prediction(store, FakeEngine, "fb-bad", LIMITS, owner="key-1")
+    assert not store.redis.exists(
+        quality.Keys.record(quality.prediction_key(prediction_id="fb-bad"))
+    )
 
 
 def test_serve_prediction_answers_an_error_for_a_bad_image_or_a_missing_model(

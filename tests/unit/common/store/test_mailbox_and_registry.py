@@ -10,8 +10,9 @@ from common.wire import Heartbeat, ItemError, ModelRef, PredictReply
 from tests.unit.common.store.conftest import Run
 
 
-def test_a_prediction_reply_reaches_the_waiting_gateway(run: Run) -> None:
-    run(predict_mailbox.put_image("p1", b"bytes", ttl_s=10))
+def test_a_prediction_reply_reaches_the_waiting_gateway(run: Run, raw: redis.Redis) -> None:
+    run(predict_mailbox.post("p1", b"bytes", ttl_s=10, queue="mailbox-q", message=b"task"))
+    assert raw.lrange("mailbox-q", 0, -1) == [b"task"]  # queued with its upload
     assert run(predict_mailbox.take_image("p1")) == b"bytes"
     answer = PredictReply(error=ItemError(reason="truncated", message="cut short"))
     run(predict_mailbox.reply("p1", answer))
@@ -21,7 +22,7 @@ def test_a_prediction_reply_reaches_the_waiting_gateway(run: Run) -> None:
 
 
 def test_an_abandoned_prediction_leaves_nothing_behind(run: Run, raw: redis.Redis) -> None:
-    run(predict_mailbox.put_image("p3", b"bytes", ttl_s=10))
+    run(predict_mailbox.post("p3", b"bytes", ttl_s=10, queue="mailbox-q", message=b"task"))
     run(predict_mailbox.abandon("p3"))
     assert not raw.exists(keys.predict_image("p3"), keys.predict_reply("p3"))
 

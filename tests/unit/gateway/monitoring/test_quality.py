@@ -49,6 +49,15 @@ def answer(label: str, probability: float, model: ModelRef) -> Classification:
     return Classification(label=label, probability=probability, probabilities=odds, model=model)
 
 
+async def remember(t: QualityTracker, prediction_id: str, found: Classification) -> None:
+    """Record a /predict answer as its worker does (with the reply; worker/realtime.py)."""
+    key = q.prediction_key(prediction_id=prediction_id)
+    record = PredictionRecord(key, found.label, found.probability, found.model)
+    await t.store(
+        q.record_predictions([record], ttl_s=t.config.record_ttl_s, window=t.config.window)
+    )
+
+
 def with_tracker(
     redis_url: str,
     use: Callable[[QualityTracker], Awaitable[T]],
@@ -75,7 +84,7 @@ def offline_lookup(model: ModelRef) -> OfflineMetrics:
 def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> list[float | None]:
         for i, label in enumerate(["cat", "cat", "dog", "dog"]):
-            await t.record_prediction(f"r{i}", answer(label, 0.9, V3))
+            await remember(t, f"r{i}", answer(label, 0.9, V3))
         seen = []
         for i, truth in enumerate(["cat", "dog", "dog", "dog"]):
             seen.append(
@@ -88,7 +97,7 @@ def test_feedback_on_a_recorded_prediction_moves_its_versions_accuracy(redis_url
 
 def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[bool, bool, int]:
-        await t.record_prediction("r1", answer("cat", 0.8, V3))
+        await remember(t, "r1", answer("cat", 0.8, V3))
         first = await t.feedback("predict:r1", "Cat")
         again = await t.feedback("predict:r1", "cat")
         return first.counted, again.counted, again.window_size
@@ -98,7 +107,7 @@ def test_repeated_feedback_is_accepted_but_counted_once(redis_url: str) -> None:
 
 def test_feedback_with_a_different_label_the_second_time_is_a_conflict(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> None:
-        await t.record_prediction("r1", answer("cat", 0.8, V3))
+        await remember(t, "r1", answer("cat", 0.8, V3))
         await t.feedback("predict:r1", "cat")
         await t.feedback("predict:r1", "dog")
 
@@ -151,7 +160,7 @@ def test_feedback_on_a_failed_job_item_is_not_found(redis_url: str) -> None:
 def test_the_window_keeps_only_the_last_outcomes(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> tuple[float | None, int]:
         for i in range(5):
-            await t.record_prediction(f"r{i}", answer("cat", 0.9, V3))
+            await remember(t, f"r{i}", answer("cat", 0.9, V3))
             await t.feedback(f"predict:r{i}", "dog" if i < 2 else "cat")  # 2 wrong, then 3 right
         outcome = await t.feedback("predict:r4", "cat")
         return outcome.window_accuracy, outcome.window_size
@@ -162,7 +171,7 @@ def test_the_window_keeps_only_the_last_outcomes(redis_url: str) -> None:
 def test_records_expire_after_their_ttl(redis_url: str) -> None:
     with_tracker(
         redis_url,
-        lambda t: t.record_prediction("r1", answer("cat", 0.9, V3)),
+        lambda t: remember(t, "r1", answer("cat", 0.9, V3)),
         QualityConfig(record_ttl_s=30),
     )
     ttl = redis.Redis.from_url(redis_url).ttl(q.Keys.record("predict:r1"))
@@ -176,8 +185,8 @@ def test_snapshot_compares_the_live_mix_with_the_test_set(redis_url: str) -> Non
     references = ReferenceCache(offline_lookup, ttl_s=60)
 
     async def scenario(t: QualityTracker) -> list[q.ModelRef]:
-        await t.record_prediction("r1", answer("dog", 0.8, V3))
-        await t.record_prediction("r2", answer("dog", 0.9, V4))
+        await remember(t, "r1", answer("dog", 0.8, V3))
+        await remember(t, "r2", answer("dog", 0.9, V4))
         await t.feedback("predict:r1", "cat")
         versions = await t.snapshot()
         (v3,) = [v for v in versions if v.model == V3]
@@ -206,7 +215,7 @@ def test_snapshot_compares_the_live_mix_with_the_test_set(redis_url: str) -> Non
 def test_snapshot_exports_only_the_most_recent_versions(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> list[ModelRef]:
         for v in range(1, 6):
-            await t.record_prediction(f"r{v}", answer("cat", 0.9, ModelRef("catdog", str(v))))
+            await remember(t, f"r{v}", answer("cat", 0.9, ModelRef("catdog", str(v))))
         return [v.model for v in await t.snapshot()]
 
     models = with_tracker(redis_url, scenario, QualityConfig(max_models=2))
@@ -235,7 +244,7 @@ def test_the_reference_cache_remembers_misses_until_its_ttl() -> None:
 
 def test_quality_gauges_carry_live_offline_and_drift(redis_url: str) -> None:
     async def scenario(t: QualityTracker) -> bytes:
-        await t.record_prediction("r1", answer("cat", 0.9, V3))
+        await remember(t, "r1", answer("cat", 0.9, V3))
         await t.feedback("predict:r1", "cat")
         metrics = GatewayMetrics()
         metrics.set_quality(await t.snapshot())
