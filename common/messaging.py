@@ -123,9 +123,9 @@ def predict_message(
 
     `celery.send_task` would publish the same message (tests/unit/common/test_messaging.py
     holds the two equal), but through Kombu's blocking producer, so in a thread of its own
-    and in a round trip of its own: together 0.9 ms of each /predict at concurrency 1 on
-    this project's 2-core machine (bench/README.md). Celery builds the task's headers and
-    body (protocol 2); what is built here is Kombu's envelope around them, as
+    and in a round trip of its own (0.71 ms a call with the hop, on this project's 2-core
+    machine; bench/README.md). Celery builds the task's headers and body (protocol 2); what
+    is built here is Kombu's envelope around them, as
     `kombu.transport.virtual.Channel.basic_publish` makes it for a direct queue reached
     through the default exchange (what `send_task` turns a named queue into)."""
     task = celery.amqp.as_task_v2(
