@@ -74,6 +74,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def machine_label(described: dict[str, Any]) -> str:
+    """`2core-amd`: the cores and the CPU's vendor (this project's VMs have been Intel and AMD
+    machines of two cores, and their figures differ)."""
+    vendor = re.sub(r"\(r\)|[^a-z]", "", described["cpu"].split()[0].lower()) or "cpu"
+    return f"{described['cores']}core-{vendor}"
+
+
 def ceiling() -> dict[str, Any]:
     """The in-process figures, each in a fresh process so the stack's state cannot help, with
     the runtime the stack's workers run."""
@@ -561,9 +568,7 @@ def main() -> int:
     result["ceiling_after"] = ceiling()
     result["reference"] = reference(result["ceiling"], result["ceiling_after"])
     result["targets"] = verdicts(result["reference"], result["catdog"], result["peer"])
-    # The vendor too: this project's VMs have been Intel and AMD machines of two cores.
-    vendor = re.sub(r"\(r\)|[^a-z]", "", result["machine"]["cpu"].split()[0].lower()) or "cpu"
-    name = f"serving-{result['machine']['cores']}core-{vendor}"
+    name = f"serving-{machine_label(result['machine'])}"
     stem = write_results(name, result, markdown(result))
     plot(result, stem.with_suffix(".png"))
     print(f"results: {stem}.json, .md, .png (under {RESULTS})")

@@ -1,0 +1,147 @@
+"""Where a lone /predict's time goes (`make up` first): one client, one request at a time,
+each request's time split by the three clocks that see it.
+
+- the client's, from the first byte sent to the last byte read;
+- the gateway's `latency_ms` (the response field: the route handler, from the upload read
+  to the answer built);
+- the worker's `latency_ms` (its "prediction" log line, joined by `prediction_id`: the
+  upload read from Redis, decoded, preprocessed and classified).
+
+So: client - gateway is HTTP, the middlewares, the API key and the response; gateway -
+worker is the hand-off (the upload and its task into Redis, Celery's delivery, the reply
+back). The in-process batch-1 latency beside it (bench/ceiling.py, one thread, the stack's
+runtime) is what the service adds to.
+
+    python bench/latency_breakdown.py                 # 300 requests
+    python bench/latency_breakdown.py --requests 100
+
+Writes bench/results/<date>-latency-breakdown-<machine>.json and .md.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+from ceiling import photos  # noqa: E402
+from reporting import write_results  # noqa: E402
+from serving import RUN, bench_key, machine, machine_label, python, stack_runtime  # noqa: E402
+
+PARTS = ("client", "gateway", "worker")
+
+
+def worker_latencies() -> dict[str, float]:
+    """`prediction_id` -> the worker's `latency_ms`, from the realtime workers' logs."""
+    found: dict[str, float] = {}
+    for log in sorted((RUN / "logs").glob("realtime*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # Celery's own banner lines
+            if entry.get("message") == "prediction" and "latency_ms" in entry:
+                found[entry["prediction_id"]] = float(entry["latency_ms"])
+    return found
+
+
+def measure(url: str, datas: list[bytes], requests: int) -> list[dict[str, float]]:
+    headers = bench_key()
+    timed: list[tuple[str, float, float]] = []
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        for data in datas[:20]:  # the connection, the workers' caches: untimed
+            client.post("/predict", files={"file": ("photo.jpg", data)}).raise_for_status()
+        for n in range(requests):
+            started = time.perf_counter()
+            response = client.post("/predict", files={"file": ("photo.jpg", datas[n % len(datas)])})
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            response.raise_for_status()
+            body = response.json()
+            timed.append((body["prediction_id"], elapsed_ms, float(body["latency_ms"])))
+    time.sleep(1)  # the last log lines
+    workers = worker_latencies()
+    return [
+        {"client": c, "gateway": g, "worker": workers[pid]} for pid, c, g in timed if pid in workers
+    ]
+
+
+def in_process_batch1_ms() -> float:
+    run = subprocess.run(
+        [python(), str(BENCH / "ceiling.py"), "--threads", "1", "--batch", "1", "--json"],
+        env={**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(json.loads(run.stdout)["full"]["1"]["ms_per_image"])
+
+
+def summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    def p50(values: list[float]) -> float:
+        return round(statistics.median(values), 2)
+
+    return {
+        "requests": len(rows),
+        "p50_ms": {part: p50([r[part] for r in rows]) for part in PARTS},
+        "p50_ms_outside_the_gateway": p50([r["client"] - r["gateway"] for r in rows]),
+        "p50_ms_hand_off": p50([r["gateway"] - r["worker"] for r in rows]),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s, m = result["summary"], result["machine"]
+    p = s["p50_ms"]
+    return "\n".join(
+        [
+            f"# Where a lone /predict's time goes, {result['date']}",
+            "",
+            f"{m['cpu']}, {m['cores']} cores; commit {m['commit']}; {s['requests']} requests "
+            "one at a time; medians in ms.",
+            "",
+            "| part | p50 ms |",
+            "| --- | --- |",
+            f"| the client's whole request | {p['client']} |",
+            f"| outside the gateway's handler (HTTP, middlewares, API key, response) "
+            f"| {s['p50_ms_outside_the_gateway']} |",
+            f"| the hand-off (upload and task into Redis, Celery's delivery, the reply) "
+            f"| {s['p50_ms_hand_off']} |",
+            f"| the worker (read, decode, preprocess, forward pass) | {p['worker']} |",
+            f"| in-process batch 1, one thread (bench/ceiling.py) | {result['in_process_ms']} |",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    os.chdir(BENCH.parent)
+    datas = [p.read_bytes() for p in photos(200, offset=500)]
+    rows = measure(args.url, datas, args.requests)
+    if not rows:
+        raise SystemExit(f"no worker log line matched; are the workers' logs in {RUN}/logs?")
+    result = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "summary": summary(rows),
+        "in_process_ms": in_process_batch1_ms(),
+        "requests": rows,
+    }
+    write_results(f"latency-breakdown-{machine_label(result['machine'])}", result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
