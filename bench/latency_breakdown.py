@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
@@ -36,7 +35,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from ceiling import photos  # noqa: E402
 from reporting import write_results  # noqa: E402
-from serving import RUN, bench_key, machine, machine_label, python, stack_runtime  # noqa: E402
+from serving import RUN, bench_key, ceiling_alone, machine, machine_label  # noqa: E402
 
 PARTS = ("client", "gateway", "worker")
 
@@ -76,14 +75,7 @@ def measure(url: str, datas: list[bytes], requests: int) -> list[dict[str, float
 
 
 def in_process_batch1_ms() -> float:
-    run = subprocess.run(
-        [python(), str(BENCH / "ceiling.py"), "--threads", "1", "--batch", "1", "--json"],
-        env={**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(json.loads(run.stdout)["full"]["1"]["ms_per_image"])
+    return float(ceiling_alone("--threads", "1", "--batch", "1")["full"]["1"]["ms_per_image"])
 
 
 def summary(rows: list[dict[str, float]]) -> dict[str, Any]:

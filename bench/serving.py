@@ -81,29 +81,34 @@ def machine_label(described: dict[str, Any]) -> str:
     return f"{described['cores']}core-{vendor}"
 
 
-def ceiling() -> dict[str, Any]:
-    """The in-process figures, each in a fresh process so the stack's state cannot help, with
+def ceiling_alone(*args: str) -> dict[str, Any]:
+    """bench/ceiling.py with `args`, in a fresh process so the stack's state cannot help, with
     the runtime the stack's workers run."""
+    run = subprocess.run(
+        [python(), str(BENCH / "ceiling.py"), *args, "--json"],
+        cwd=ROOT,
+        env=ceiling_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+def ceiling_env() -> dict[str, str]:
+    return {**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()}
+
+
+def ceiling() -> dict[str, Any]:
+    """The in-process figures (`ceiling_alone`), and two 1-thread processes at once."""
     script = str(BENCH / "ceiling.py")
-    env = {**os.environ, "CATDOG_INFERENCE_RUNTIME": stack_runtime()}
-
-    def alone(*args: str) -> dict[str, Any]:
-        run = subprocess.run(
-            [python(), script, *args, "--json"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        result: dict[str, Any] = json.loads(run.stdout)
-        return result
-
-    one = alone("--threads", "2")
+    env = ceiling_env()
+    one = ceiling_alone("--threads", "2")
     # The batch-1 reference is the faster of one thread (what each realtime worker runs) and
     # two: on some 2-core machines a second thread speeds a lone image up, on others
     # (bench/README.md) it slows it down.
-    single = alone("--threads", "1", "--batch", "1")
+    single = ceiling_alone("--threads", "1", "--batch", "1")
     best = max(one["full"], key=lambda size: one["full"][size]["images_per_s"])
     pair = [
         subprocess.Popen(
