@@ -1,7 +1,8 @@
 """Where a lone /predict's time goes (`make up` first): one client, one request at a time,
 each request's time split by the three clocks that see it.
 
-- the client's, from the first byte sent to the last byte read;
+- the client's (the lean client of `http_client`), from the first byte sent to the last
+  byte read;
 - the gateway's `latency_ms` (the response field: the route handler, from the upload read
   to the answer built);
 - the worker's `latency_ms` (its "prediction" log line, joined by `prediction_id`: the
@@ -19,6 +20,7 @@ Writes bench/results/<date>-latency-breakdown-<machine>.json and .md.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -28,12 +30,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from ceiling import photos  # noqa: E402
+from http_client import Connection, upload_request  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import RUN, bench_key, ceiling_alone, machine, machine_label  # noqa: E402
 
@@ -55,23 +56,34 @@ def worker_latencies() -> dict[str, float]:
 
 
 def measure(url: str, datas: list[bytes], requests: int) -> list[dict[str, float]]:
-    headers = bench_key()
-    timed: list[tuple[str, float, float]] = []
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        for data in datas[:20]:  # the connection, the workers' caches: untimed
-            client.post("/predict", files={"file": ("photo.jpg", data)}).raise_for_status()
-        for n in range(requests):
-            started = time.perf_counter()
-            response = client.post("/predict", files={"file": ("photo.jpg", datas[n % len(datas)])})
-            elapsed_ms = 1000 * (time.perf_counter() - started)
-            response.raise_for_status()
-            body = response.json()
-            timed.append((body["prediction_id"], elapsed_ms, float(body["latency_ms"])))
+    timed = asyncio.run(_timed_requests(url, datas, requests))
     time.sleep(1)  # the last log lines
     workers = worker_latencies()
     return [
         {"client": c, "gateway": g, "worker": workers[pid]} for pid, c, g in timed if pid in workers
     ]
+
+
+async def _timed_requests(
+    url: str, datas: list[bytes], requests: int
+) -> list[tuple[str, float, float]]:
+    """(prediction_id, the client's ms, the gateway's ms) of each request, one at a time."""
+    prepared = [upload_request(url, "/predict", data, bench_key()) for data in datas]
+    connection = Connection(url)
+    timed = []
+    try:
+        for request in prepared[:20]:  # the connection, the workers' caches: untimed
+            (await connection.send(request)).raise_for_status()
+        for n in range(requests):
+            started = time.perf_counter()
+            answer = await connection.send(prepared[n % len(prepared)])
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            answer.raise_for_status()
+            body = answer.json()
+            timed.append((body["prediction_id"], elapsed_ms, float(body["latency_ms"])))
+    finally:
+        await connection.close()
+    return timed
 
 
 def in_process_batch1_ms() -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from http_client import Connection, upload_request
 
 from common.wire import TERMINAL
 
@@ -62,35 +63,34 @@ async def predict_load(
     stop: asyncio.Event | None = None,
 ) -> PredictRun:
     """`requests` POST /predict calls, `concurrency` at a time, cycling through `datas`
-    (or, with `stop`, until it is set).
+    (or, with `stop`, until it is set), sent by the lean client of `http_client`.
 
     Each caller first opens its connection with one untimed call, and the clock starts when
     all have: a throughput figure of the steady state, not of 32 TCP handshakes."""
     run = PredictRun(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    prepared = [upload_request(url, "/predict", data, headers) for data in datas]
     counter = iter(range(10**9 if stop else requests))
     connected = asyncio.Barrier(concurrency)
     clock: list[float] = []
 
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=60
-    ) as client:
-
-        async def one_caller() -> None:
-            await client.post("/predict", files={"file": ("photo.jpg", datas[0])})
+    async def one_caller() -> None:
+        connection = Connection(url)
+        try:
+            await connection.send(prepared[0])
             if await connected.wait() == 0:
                 clock.append(time.perf_counter())
             for n in counter:
                 if stop is not None and stop.is_set():
                     return
-                data = datas[n % len(datas)]
                 started = time.perf_counter()
-                response = await client.post("/predict", files={"file": ("photo.jpg", data)})
+                answer = await connection.send(prepared[n % len(prepared)])
                 run.latencies_s.append(time.perf_counter() - started)
-                run.statuses[response.status_code] += 1
+                run.statuses[answer.status] += 1
+        finally:
+            await connection.close()
 
-        await asyncio.gather(*(one_caller() for _ in range(concurrency)))
-        run.seconds = time.perf_counter() - clock[0]
+    await asyncio.gather(*(one_caller() for _ in range(concurrency)))
+    run.seconds = time.perf_counter() - clock[0]
     return run
 
 
