@@ -8,6 +8,7 @@ Loads the model exactly as a worker does (`common.ml.loading.load_model` on the 
 
     python bench/ceiling.py --threads 2 --photos 192            # one process, a table
     python bench/ceiling.py --threads 1 --batch 4 --json        # one line of JSON (the harness)
+    python bench/ceiling.py --threads 1 --batch 1 --idle-ms 8   # each photo after 8 ms idle
 """
 
 import argparse
@@ -57,7 +58,11 @@ def _rate(count: int, seconds: float) -> dict[str, float]:
     }
 
 
-def measure(engine: Any, datas: list[bytes], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+def measure(
+    engine: Any, datas: list[bytes], batch_sizes: tuple[int, ...], idle_s: float = 0.0
+) -> dict[str, Any]:
+    """`idle_s`: a sleep before each batch of the decode + preprocess + forward timing, left
+    out of the time (what a worker does between lone requests: wait for the next one)."""
     from common.imaging import decode_image
 
     started = time.perf_counter()
@@ -73,11 +78,14 @@ def measure(engine: Any, datas: list[bytes], batch_sizes: tuple[int, ...]) -> di
             engine.predict_prepared(prepared[start : start + size])
         forward[str(size)] = _rate(len(prepared), time.perf_counter() - started)
 
-        started = time.perf_counter()
+        elapsed = 0.0
         for start in range(0, len(datas), size):
             chunk = datas[start : start + size]
+            if idle_s:
+                time.sleep(idle_s)
+            started = time.perf_counter()
             engine.predict_prepared([engine.prepare(decode_image(d).image) for d in chunk])
-        elapsed = time.perf_counter() - started
+            elapsed += time.perf_counter() - started
         full[str(size)] = {
             **_rate(len(datas), elapsed),
             "batch_ms": round(1000 * elapsed * size / len(datas), 2),
@@ -91,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=192)
     parser.add_argument("--offset", type=int, default=0, help="first photo of each class")
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable)")
+    parser.add_argument(
+        "--idle-ms", type=float, default=0.0, help="sleep before each timed batch (untimed)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     engine = load_engine(args.threads)
@@ -102,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "arch": engine.loaded.config.arch,
         "runtime": engine.runtime,
         "image_size": engine.loaded.config.image_size,
-        **measure(engine, datas, tuple(args.batch or BATCH_SIZES)),
+        "idle_ms": args.idle_ms,
+        **measure(engine, datas, tuple(args.batch or BATCH_SIZES), args.idle_ms / 1000),
     }
     if args.json:
         print(json.dumps(result))
