@@ -1,6 +1,7 @@
 """The body of the /predict task, as a plain function of a store and an engine (testable
 without Celery): read the upload, decode it, classify it, push the answer for the waiting
-gateway together with the answer's live-quality record (so POST /feedback can name it). In a threaded realtime worker many of these run at once and the engine
+gateway together with the answer's live-quality record (so POST /feedback can name it). In
+a threaded realtime worker many of these run at once and the engine
 (`worker.engine.BatchedEngine`) gathers their images into shared forward passes."""
 
 import logging

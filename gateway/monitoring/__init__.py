@@ -3,9 +3,9 @@ counting middlewares (`middleware`), live quality from feedback (`quality`), and
 are wired into an app, with the dependencies the /metrics and /feedback routes take.
 
 Its dependencies are `async def` so FastAPI calls them on the event loop rather than in a
-thread (gateway/dependencies.py says why). `create_app` calls `install_monitoring(app)` once; the lifespan may set
-`app.state.quality = build_quality_tracker(services)`, and if it does not, the first route
-that needs the tracker builds it from `app.state.services`.
+thread (gateway/dependencies.py says why). `create_app` calls `install_monitoring(app)` once;
+the lifespan may set `app.state.quality = build_quality_tracker(services)`, and if it does
+not, the first route that needs the tracker builds it from `app.state.services`.
 """
 
 from typing import Annotated
