@@ -1,5 +1,6 @@
-"""Receiving a bulk upload: each file goes to Redis as soon as its part ends, so at most one
-file (bounded by `max_image_bytes`) is ever in the gateway's memory.
+"""Receiving a bulk upload: files go to Redis as their parts end, a batch of them (up to
+`STORE_BATCH_BYTES`) per round trip, so the gateway never holds more than that batch and one
+file (bounded by `max_image_bytes`) of an upload in memory.
 
 Limits: more than `max_job_files` files -> 413 too_many_files; a body over `max_job_bytes`
 -> 413 request_too_large. A single file over `max_image_bytes` does not sink the job: it is
@@ -37,6 +38,10 @@ from gateway.uploads import (
 
 FILES_FIELD = "files"
 CALLBACK_FIELD = "callback_url"
+# Files are stored in batches of about this many bytes (about 40 Kaggle photos), not one round
+# trip each: a 1,000-photo upload then took 0.46 s of the gateway's CPU instead of 0.52 s
+# (medians of 7 on the 2-core VM; bench/README.md).
+STORE_BATCH_BYTES = 1024 * 1024
 
 
 class UploadFingerprint:
@@ -82,6 +87,8 @@ class _Receiving:
     buffer: bytearray = field(default_factory=bytearray)
     oversized: bool = False
     stored_bytes: int = 0
+    unstored: list[tuple[int, bytes]] = field(default_factory=list)  # files read, not yet sent
+    unstored_bytes: int = 0
 
 
 def chunked(indices: list[int], size: int) -> list[list[int]]:
@@ -121,6 +128,7 @@ async def receive_job(
                 await _end_part(state, store, job_id, settings)
                 if after_each_file is not None:
                     await after_each_file()
+        await _store_unstored(state, store, job_id, settings)
     except BaseException:
         await store(jobs.discard_upload(job_id, len(state.names)))
         raise
@@ -184,6 +192,17 @@ async def _end_part(state: _Receiving, store: AsyncStore, job_id: str, settings:
             )
         )
     else:
-        await store(jobs.store_image(job_id, index, bytes(state.buffer), settings.job_ttl_s))
-        state.stored_bytes += len(state.buffer)
+        state.unstored.append((index, bytes(state.buffer)))
+        state.unstored_bytes += len(state.buffer)
+        if state.unstored_bytes >= STORE_BATCH_BYTES:
+            await _store_unstored(state, store, job_id, settings)
     state.buffer = bytearray()
+
+
+async def _store_unstored(
+    state: _Receiving, store: AsyncStore, job_id: str, settings: Settings
+) -> None:
+    if state.unstored:
+        await store(jobs.store_images(job_id, state.unstored, settings.job_ttl_s))
+        state.stored_bytes += state.unstored_bytes
+        state.unstored, state.unstored_bytes = [], 0

@@ -86,6 +86,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.ended = False  # the closing boundary was seen
         self._header_name = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
@@ -99,11 +100,15 @@ class _Collector:
             "on_header_value": self._header_value_data,
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
+            "on_end": self._end,
         }
 
     def drain(self) -> list[Event]:
         events, self.events = self.events, []
         return events
+
+    def _end(self) -> None:
+        self.ended = True
 
     def _part_begin(self) -> None:
         self._headers = {}
@@ -169,6 +174,12 @@ async def multipart_events(
         raise MalformedRequestError(f"the multipart body is malformed: {exc}") from exc
     except ClientDisconnect as exc:
         raise MalformedRequestError("the client disconnected during the upload") from exc
+    if not collector.ended:
+        # python-multipart's finalize() accepts a body cut short; its last part would pass
+        # for a whole file (or, in a job, an item without an image).
+        raise MalformedRequestError(
+            "the multipart body ended before its closing boundary: the upload is incomplete"
+        )
     for event in collector.drain():
         yield event
 

@@ -402,7 +402,20 @@ def create(job: NewJob, ttl_s: int, tombstone_ttl_s: int) -> Op[JobRecord]:
 
 
 def store_image(job_id: str, index: int, data: bytes, ttl_s: int) -> Op[Any]:
-    return Op(lambda client: client.set(keys.image(job_id, index), data, ex=ttl_s))
+    return store_images(job_id, [(index, data)], ttl_s)
+
+
+def store_images(job_id: str, images: Sequence[tuple[int, bytes]], ttl_s: int) -> Op[Any]:
+    """Store (index, bytes) uploads in one round trip (a pipeline; no transaction: a failed
+    upload deletes what it stored, `discard_upload`)."""
+
+    def send(client: Any) -> Any:
+        pipe = client.pipeline(transaction=False)
+        for index, data in images:
+            pipe.set(keys.image(job_id, index), data, ex=ttl_s)
+        return pipe.execute()
+
+    return Op(send)
 
 
 def _unlink_all(client: Any, names: list[str]) -> Any:

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from common.errors import (
@@ -13,7 +14,11 @@ from common.errors import (
     MissingFieldError,
     TooManyFilesError,
 )
-from gateway.job_uploads import chunked
+from common.settings import Settings
+from common.store import jobs
+from common.store.ops import AsyncStore, Op
+from gateway import job_uploads
+from gateway.job_uploads import chunked, receive_job
 from gateway.uploads import (
     PartData,
     PartEnd,
@@ -112,8 +117,9 @@ def test_an_oversized_file_is_refused_while_it_streams() -> None:
         (b'{"file": 1}', "application/json", MissingFieldError),
         (b"--xyz\r\nno headers", None, MalformedRequestError),
         (body(("file", "a.jpg", b"1"), ("file", "b.jpg", b"2")), None, TooManyFilesError),
+        (body(("file", "a.jpg", b"12345"))[:-20], None, MalformedRequestError),
     ],
-    ids=["wrong field", "field without file", "json body", "malformed", "two files"],
+    ids=["wrong field", "field without file", "json body", "malformed", "two files", "cut short"],
 )
 def test_bad_bodies_raise_their_domain_error(
     raw: bytes, content_type: str | None, error: type[CatDogError]
@@ -152,3 +158,60 @@ def test_a_file_name_in_invalid_utf8_keeps_its_readable_part() -> None:
         b'name="file"', b'name="file"; filename="caf\xc3\xa9\xff.jpg"'
     )
     assert read_file(Upload([raw])) == ("caf\u00e9\ufffd.jpg", b"x")
+
+
+class CountingStore(AsyncStore):
+    """A real store that counts its round trips."""
+
+    calls = 0
+
+    async def __call__(self, op: Op[object]) -> object:
+        self.calls += 1
+        return await super().__call__(op)
+
+
+def test_a_bulk_upload_stores_every_file_in_a_few_round_trips(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_uploads, "STORE_BATCH_BYTES", 1000)
+    photos = [bytes([n]) * 300 for n in range(10)]
+    payload = body(*[("files", f"{n}.jpg", data) for n, data in enumerate(photos)])
+
+    async def upload() -> tuple[list[bytes | None], int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = CountingStore(client)
+        try:
+            received = await receive_job(
+                Upload(split(payload, 128)).request, store, Settings(), "job-1", None
+            )
+            calls = store.calls
+            stored = await store(jobs.images("job-1", list(range(10))))
+        finally:
+            await client.aclose()
+        return stored, received.stored_bytes, calls
+
+    stored, stored_bytes, calls = asyncio.run(upload())
+
+    assert stored == photos
+    assert stored_bytes == 3000
+    # 300-byte files in batches of at least 1,000 bytes: four per round trip, then the rest.
+    assert calls == 3
+
+
+def test_a_bulk_upload_cut_short_is_refused_and_leaves_none_of_its_files_stored(
+    redis_url: str,
+) -> None:
+    payload = body(("files", "a.jpg", b"a" * 300), ("files", "b.jpg", b"b" * 300))
+    truncated = payload[: payload.index(b"b" * 300) + 100]  # the body ends inside b.jpg
+
+    async def upload() -> list[bytes | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = AsyncStore(client)
+        try:
+            with pytest.raises(MalformedRequestError):
+                await receive_job(Upload([truncated]).request, store, Settings(), "job-2", None)
+            return await store(jobs.images("job-2", [0, 1]))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(upload()) == [None, None]
