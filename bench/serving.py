@@ -103,7 +103,6 @@ def ceiling_env() -> dict[str, str]:
 def ceiling() -> dict[str, Any]:
     """The in-process figures (`ceiling_alone`, 2 threads and 1 thread), and two 1-thread
     processes at once at the best batch of one thread."""
-    env = ceiling_env()
     one = ceiling_alone("--threads", "2")
     # One thread has its own best batch (with ONNX Runtime here it is small, with two
     # threads large), and it is the batch two 1-thread processes must run at: at two threads'
@@ -112,28 +111,7 @@ def ceiling() -> dict[str, Any]:
     single = ceiling_alone("--threads", "1")
     best = _best_batch(one)
     best_single = _best_batch(single)
-    pair = [
-        subprocess.Popen(
-            [
-                python(),
-                str(BENCH / "ceiling.py"),
-                "--threads",
-                "1",
-                "--batch",
-                best_single,
-                "--json",
-                "--offset",
-                str(200 * n),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(2)
-    ]
-    runs = [json.loads(p.communicate()[0]) for p in pair]
-    two_procs = round(sum(r["full"][best_single]["images_per_s"] for r in runs), 2)
+    two_procs = two_processes(best_single)
     return {
         "one_process_2_threads": one,
         "one_process_1_thread": single,
@@ -151,6 +129,33 @@ def ceiling() -> dict[str, Any]:
             "2": one["full"]["1"]["ms_per_image"],
         },
     }
+
+
+def two_processes(batch: str) -> float:
+    """Images/s of two 1-thread processes running bench/ceiling.py at `batch` at once, on
+    different photos: what two bulk worker processes could do at most."""
+    pair = [
+        subprocess.Popen(
+            [
+                python(),
+                str(BENCH / "ceiling.py"),
+                "--threads",
+                "1",
+                "--batch",
+                batch,
+                "--json",
+                "--offset",
+                str(200 * n),
+            ],
+            cwd=ROOT,
+            env=ceiling_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    runs = [json.loads(p.communicate()[0]) for p in pair]
+    return round(sum(r["full"][batch]["images_per_s"] for r in runs), 2)
 
 
 def _best_batch(sweep: dict[str, Any]) -> str:
