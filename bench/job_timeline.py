@@ -39,6 +39,7 @@ from reporting import write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
     bench_key,
+    cpu_line,
     environ_of,
     machine,
     machine_label,
@@ -115,7 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"# Where a bulk job's time goes, {result['date']}",
             "",
-            f"{m['cpu']}, {m['cores']} cores; commit {m['commit']}; one job of {t['photos']}"
+            f"{cpu_line(m)}, {m['cores']} cores; commit {m['commit']}; one job of {t['photos']}"
             f" photos, {t['chunks']} chunks on {t['processes']} bulk processes, batch"
             f" {result['batch_size']}.",
             "",

@@ -42,7 +42,14 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 from ceiling import photos  # noqa: E402
 from http_client import Connection, upload_request  # noqa: E402
 from reporting import write_results  # noqa: E402
-from serving import RUN, bench_key, ceiling_alone, machine, machine_label  # noqa: E402
+from serving import (  # noqa: E402
+    RUN,
+    bench_key,
+    ceiling_alone,
+    cpu_line,
+    machine,
+    machine_label,
+)
 
 PARTS = ("client", "gateway", "worker")
 
@@ -143,7 +150,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"# Where a lone /predict's time goes, {result['date']}",
             "",
-            f"{m['cpu']}, {m['cores']} cores; commit {m['commit']}; {s['requests']} requests "
+            f"{cpu_line(m)}, {m['cores']} cores; commit {m['commit']}; {s['requests']} requests "
             "one at a time; medians in ms.",
             "",
             "| part | p50 ms |",
@@ -175,7 +182,7 @@ def main() -> int:
     rows, idle_ms = measure(args.url, datas, args.requests)
     if not rows:
         raise SystemExit(f"no worker log line matched; are the workers' logs in {RUN}/logs?")
-    result = {
+    result: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": machine(),
         "summary": summary(rows),

@@ -60,18 +60,30 @@ def python() -> str:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    info: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+        name, _, value = line.partition(":")
+        if not name.strip():
+            break  # the first processor's block is enough
+        info.setdefault(name.strip(), value.strip())
     return {
-        "cpu": cpu,
+        "cpu": info.get("model name", "unknown"),
+        # Two VMs both named "AMD EPYC" ran this model 2.4 times apart (bench/README.md): the
+        # family, model and stepping tell the generations apart.
+        "cpu_id": "family {} model {} stepping {}".format(
+            *(info.get(k, "?") for k in ("cpu family", "model", "stepping"))
+        ),
         "cores": len(os.sched_getaffinity(0)),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "commit": git_commit(),  # "-dirty" when tracked files differ from it
     }
+
+
+def cpu_line(described: dict[str, Any]) -> str:
+    """`AMD EPYC (family 23 model 1 stepping 2)`: the CPU as the results' headers name it."""
+    cpu_id = described.get("cpu_id")
+    return f"{described['cpu']} ({cpu_id})" if cpu_id else str(described["cpu"])
 
 
 def machine_label(described: dict[str, Any]) -> str:
@@ -453,7 +465,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Serving benchmark, {result['date']}",
         "",
-        f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; commit {m['commit']}; "
+        f"{cpu_line(m)}, {m['cores']} cores, {m['memory_gb']} GiB; commit {m['commit']}; "
         f"model {one['model']} ({one['arch']}, {one['image_size']} px). Settings: {result['settings']}.",
         "",
         f"## In-process ceiling (one process, 2 threads, {one.get('runtime', 'torch')})",
