@@ -21,7 +21,6 @@ Writes bench/results/<date>-job-timeline-<machine>.json and .md.
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -41,6 +40,7 @@ from serving import (  # noqa: E402
     bench_key,
     cpu_line,
     environ_of,
+    log_entries,
     machine,
     machine_label,
     two_processes,
@@ -57,15 +57,10 @@ class Chunk:
 def chunks_of(job_id: str, logs: Path = RUN / "logs") -> list[Chunk]:
     """The job's chunks, from the "chunk done" lines of the bulk workers' logs."""
     found = []
-    for log in sorted(logs.glob("bulk*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # Celery's own banner lines
-            if entry.get("message") == "chunk done" and entry.get("job_id") == job_id:
-                end = datetime.fromisoformat(entry["timestamp"]).timestamp()
-                found.append(Chunk(end - entry["latency_ms"] / 1000, end, int(entry["items"])))
+    for _, entry in log_entries(logs, "bulk*.log"):
+        if entry.get("message") == "chunk done" and entry.get("job_id") == job_id:
+            end = datetime.fromisoformat(entry["timestamp"]).timestamp()
+            found.append(Chunk(end - entry["latency_ms"] / 1000, end, int(entry["items"])))
     return sorted(found, key=lambda c: c.start)
 
 

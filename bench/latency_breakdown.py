@@ -26,7 +26,6 @@ Writes bench/results/<date>-latency-breakdown-<machine>.json and .md.
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -47,6 +46,7 @@ from serving import (  # noqa: E402
     bench_key,
     ceiling_alone,
     cpu_line,
+    log_entries,
     machine,
     machine_label,
 )
@@ -64,16 +64,11 @@ class WorkerLine:
 def worker_lines() -> dict[str, WorkerLine]:
     """`prediction_id` -> the worker's "prediction" log line, from the realtime workers' logs."""
     found: dict[str, WorkerLine] = {}
-    for log in sorted((RUN / "logs").glob("realtime*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # Celery's own banner lines
-            if entry.get("message") == "prediction" and "latency_ms" in entry:
-                found[entry["prediction_id"]] = WorkerLine(
-                    log.stem, datetime.fromisoformat(entry["timestamp"]), float(entry["latency_ms"])
-                )
+    for worker, entry in log_entries(RUN / "logs", "realtime*.log"):
+        if entry.get("message") == "prediction" and "latency_ms" in entry:
+            found[entry["prediction_id"]] = WorkerLine(
+                worker, datetime.fromisoformat(entry["timestamp"]), float(entry["latency_ms"])
+            )
     return found
 
 

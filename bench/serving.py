@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,19 @@ def two_processes(batch: str) -> float:
 def _best_batch(sweep: dict[str, Any]) -> str:
     """The batch size of a ceiling.py sweep with the most decode + preprocess + forward img/s."""
     return max(sweep["full"], key=lambda size: sweep["full"][size]["images_per_s"])
+
+
+def log_entries(logs: Path, pattern: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(the log's name, the entry) for each JSON line of the stack's logs matching `pattern`
+    (`realtime*.log`), in file order; Celery's own plain-text lines are skipped."""
+    for log in sorted(logs.glob(pattern)):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                yield log.stem, entry
 
 
 def pid_of(name: str) -> int | None:
