@@ -1,6 +1,6 @@
-"""Where a bulk job's time goes (`make up` first): one job from its first byte to the moment
-its client sees it end, split by the bulk workers' "chunk done" log lines (each says when a
-chunk ended and how long it ran).
+"""Where a bulk job's time goes (`make up` first): one job from its first byte to its last
+result (the job's `finished_at`), split by the bulk workers' "chunk done" log lines (each
+says when a chunk ended and how long it ran).
 
 - the upload: the first byte sent to the 202 answer (chunks are queued at its end);
 - the wait: the answer to the first chunk starting;
