@@ -18,6 +18,7 @@ from celery import Celery
 
 from common.store import workers
 from common.store.ops import Store
+from worker import fork_guard
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,16 @@ class ConsumeGate:
         waited_s = 0.0
         while not self._stopped.is_set():
             try:
-                if self.ready():
-                    for queue in self.queues:
-                        self.consume(queue)
-                    self.opened.set()
-                    log.info("model ready: consuming", extra={"queues": self.queues})
-                    return
+                # No pool process is forked while the consume request is sent (worker.fork_guard).
+                # A fork due meanwhile waits, and the consumer cannot answer until it happens:
+                # the request then times out and is sent again on the next poll.
+                with fork_guard.held():
+                    if self.ready():
+                        for queue in self.queues:
+                            self.consume(queue)
+                        self.opened.set()
+                        log.info("model ready: consuming", extra={"queues": self.queues})
+                        return
             except (redis.RedisError, OSError) as exc:
                 log.warning("consume gate: Redis unavailable", extra={"error": str(exc)})
             except Exception:  # a broker hiccup while asking the consumer: try again

@@ -39,7 +39,7 @@ from common.settings import Settings
 from common.store import jobs, sweeps, workers
 from common.store.ops import Store
 from common.wire import ItemResult
-from worker import metrics
+from worker import fork_guard, metrics
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,10 @@ class Sweeper:
         while not self._stopped.wait(self.config.interval_s):
             started = time.perf_counter()
             try:
-                if not self.store(sweeps.lease(self.holder, lease_s)):
-                    continue
-                report = sweep(self.store, self.publish, self.config)
+                with fork_guard.held():  # no pool process is forked mid-publish
+                    if not self.store(sweeps.lease(self.holder, lease_s)):
+                        continue
+                    report = sweep(self.store, self.publish, self.config)
             except (redis.RedisError, OperationalError, OSError) as exc:
                 log.warning("sweep skipped", extra={"error": str(exc)})
                 continue
