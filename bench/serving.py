@@ -87,10 +87,14 @@ def cpu_line(described: dict[str, Any]) -> str:
 
 
 def machine_label(described: dict[str, Any]) -> str:
-    """`2core-amd`: the cores and the CPU's vendor (this project's VMs have been Intel and AMD
-    machines of two cores, and their figures differ)."""
+    """`2core-intel-6-207`: the cores, the CPU's vendor and, where known, its family and model.
+    This project's VMs have been Intel and AMD machines of two cores, and two of one vendor
+    ran the model 2.4 times apart: each generation's results keep files of their own."""
     vendor = re.sub(r"\(r\)|[^a-z]", "", described["cpu"].split()[0].lower()) or "cpu"
-    return f"{described['cores']}core-{vendor}"
+    label = f"{described['cores']}core-{vendor}"
+    if known := re.match(r"family (\d+) model (\d+)", described.get("cpu_id") or ""):
+        label += f"-{known[1]}-{known[2]}"
+    return label
 
 
 def ceiling_alone(*args: str) -> dict[str, Any]:
