@@ -147,31 +147,35 @@ def ceiling() -> dict[str, Any]:
     }
 
 
-def two_processes(batch: str) -> float:
-    """Images/s of two 1-thread processes running bench/ceiling.py at `batch` at once, on
-    different photos: what two bulk worker processes could do at most."""
+def two_processes(batch: str, seconds: float = 8.0) -> float:
+    """Images/s of two 1-thread processes running bench/ceiling.py at `batch` over one shared
+    window of `seconds` (both start on one signal), on different photos: what two bulk
+    worker processes could do at most."""
     pair = [
         subprocess.Popen(
             [
                 python(),
                 str(BENCH / "ceiling.py"),
-                "--threads",
-                "1",
-                "--batch",
-                batch,
-                "--json",
-                "--offset",
-                str(200 * n),
+                *("--threads", "1", "--batch", batch, "--offset", str(200 * n)),
+                *("--together", "--seconds", str(seconds), "--json"),
             ],
             cwd=ROOT,
             env=ceiling_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for n in range(2)
     ]
-    runs = [json.loads(p.communicate()[0]) for p in pair]
-    return round(sum(r["full"][batch]["images_per_s"] for r in runs), 2)
+    for process in pair:  # both loaded and warm
+        if process.stdout is None or process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"bench/ceiling.py --together exited with {process.wait()}")
+    for process in pair:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    runs = [json.loads(process.communicate()[0]) for process in pair]
+    return round(sum(run["images_per_s"] for run in runs), 2)
 
 
 def _best_batch(sweep: dict[str, Any]) -> str:
