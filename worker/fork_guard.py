@@ -3,12 +3,14 @@ Redis or the metrics library.
 
 A fork copies every lock as it stands but only the thread that forks. Kombu's
 `cached_property` takes one lock per property, shared by every instance, on each read
-(`Celery.amqp` among them), and prometheus_client's multiprocess values share one lock. A
-prefork child forked while the sweeper thread was publishing a re-drive inherited such a lock
-held by a thread it does not have: the child ran its chunk, then waited forever in its first
-publish (`job_ended.delay`), and the job never reported its end. Reproduced in a few forks
-by a thread that publishes in a loop while billiard forks children that each publish once
-(tests/unit/worker/test_fork_guard.py).
+(`Celery.amqp` among them), and holds it for as long as a first read takes to build the
+value: connection pools, producers, imports. A pool process that dies mid-chunk makes the
+sweeper publish (its first re-drive, so its first publish) and the pool fork a replacement
+at the same moment. One such replacement inherited a lock held by a thread it does not
+have: it ran its chunk, then waited forever in its first publish (`job_ended.delay`), and
+the job never reported its end. A thread making its first publish while billiard forks
+children that each publish once hangs the first child every time; once the thread has
+published before, 40 forks hung none (tests/unit/worker/fork_guard_driver.py).
 
 So the main process's threads that use those libraries (the sweeper, the consume gate) do
 their work inside `held()`, and `os.register_at_fork` makes every fork wait until none is.

@@ -7,31 +7,41 @@ import base64
 import dataclasses
 import json
 import os
-import signal
-import threading
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
-import billiard
-import pytest
 import redis
-from celery import Celery
 
-from common.messaging import make_celery
-from common.settings import Settings
 from common.store import jobs, workers
 from common.store.ops import Store
 from common.wire import Heartbeat, ModelRef
+from tests.unit.worker.fork_guard_driver import QUEUE
 from tests.unit.worker.test_sweeper import CONFIG, Recorder, new_job
 from worker import fork_guard
 from worker.consuming import ConsumeGate
 from worker.sweeper import Sweeper
 
-QUEUE = "fork-guard-test"
+DRIVER = Path(__file__).with_name("fork_guard_driver.py")
+REPO_ROOT = Path(__file__).resolve().parents[3]
 FORKS = 20
 
 
-def _publish_once(app: Celery, marker: str) -> None:  # in the forked child
-    app.send_task("catdog.test.noop", args=[marker], queue=QUEUE, ignore_result=True)
+def _drive(*args: str) -> dict[str, Any]:
+    """The scenario in a fresh interpreter (fork_guard_driver.py says why)."""
+    result = subprocess.run(
+        [sys.executable, str(DRIVER), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
 
 
 def _markers(client: redis.Redis) -> list[str]:
@@ -42,76 +52,24 @@ def _markers(client: redis.Redis) -> list[str]:
 def test_processes_forked_while_another_thread_publishes_each_publish_too(
     redis_url: str,
 ) -> None:
-    app = make_celery(Settings(redis_url=redis_url), "fork-guard-test")
-    stop = threading.Event()
+    outcome = _drive("publish", redis_url, str(FORKS))
 
-    def publish_in_a_loop() -> None:  # as the sweeper publishes re-drives
-        while not stop.is_set():
-            with fork_guard.held():
-                app.send_task("catdog.test.noop", args=["parent"], queue=QUEUE)
-
-    publisher = threading.Thread(target=publish_in_a_loop, daemon=True)
-    publisher.start()
-    hung = []
-    try:
-        for i in range(FORKS):
-            child = billiard.Process(target=_publish_once, args=(app, f"child-{i}"))
-            child.start()
-            child.join(timeout=10)
-            if child.is_alive():
-                hung.append(i)
-                os.kill(child.pid, signal.SIGKILL)
-                child.join()
-    finally:
-        stop.set()
-        publisher.join(timeout=10)
-
-    assert hung == []
+    assert outcome["hung"] == []
     markers = _markers(redis.Redis.from_url(redis_url))
     assert sorted(m for m in markers if m != "parent") == sorted(f"child-{i}" for i in range(FORKS))
     assert "parent" in markers  # the thread was publishing all along
 
 
-def _exit_with(flag: threading.Event) -> None:  # in the forked child: what it saw at the fork
-    os._exit(0 if flag.is_set() else 1)
-
-
-def _fork_while_a_thread_holds_the_guard(for_s: float) -> tuple[int | None, float]:
-    """Fork while a thread is inside the guard for `for_s`; the child reports whether the
-    thread had left it, and the fork's wait is timed."""
-    entered, leaving = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with fork_guard.held():
-            entered.set()
-            time.sleep(for_s)
-            leaving.set()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    entered.wait()
-    started = time.monotonic()
-    child = billiard.Process(target=_exit_with, args=(leaving,))
-    child.start()
-    waited = time.monotonic() - started
-    child.join(timeout=10)
-    holder.join()
-    return child.exitcode, waited
-
-
 def test_a_fork_waits_for_the_thread_inside_the_guard() -> None:
-    exitcode, waited = _fork_while_a_thread_holds_the_guard(0.5)
-    assert exitcode == 0  # the child was forked after the thread had done its work
-    assert waited >= 0.4
+    outcome = _drive("wait", "0.5", "10")
+    assert outcome["child_saw_thread_done"]  # forked only once the thread had left
+    assert outcome["waited_s"] >= 0.4
 
 
-def test_a_thread_stuck_inside_the_guard_delays_a_fork_only_its_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(fork_guard, "FORK_WAIT_S", 0.3)
-    exitcode, waited = _fork_while_a_thread_holds_the_guard(3)
-    assert exitcode == 1  # forked while the thread was still inside
-    assert waited < 2
+def test_a_thread_stuck_inside_the_guard_delays_a_fork_only_its_bound() -> None:
+    outcome = _drive("wait", "3", "0.3")
+    assert not outcome["child_saw_thread_done"]  # forked while the thread was still inside
+    assert outcome["waited_s"] < 2
 
 
 def test_the_sweeper_re_drives_inside_the_guard(store: Store) -> None:
