@@ -67,6 +67,13 @@ def _rate(count: int, seconds: float) -> dict[str, float]:
     }
 
 
+def full_pass(engine: Any, datas: list[bytes]) -> None:
+    """Decode + preprocess + one forward pass of `datas`: what a worker does per batch."""
+    from common.imaging import decode_image
+
+    engine.predict_prepared([engine.prepare(decode_image(data).image) for data in datas])
+
+
 def measure(
     engine: Any, datas: list[bytes], batch_sizes: tuple[int, ...], idle_s: float = 0.0
 ) -> dict[str, Any]:
@@ -93,7 +100,7 @@ def measure(
             if idle_s:
                 time.sleep(idle_s)
             started = time.perf_counter()
-            engine.predict_prepared([engine.prepare(decode_image(d).image) for d in chunk])
+            full_pass(engine, chunk)
             elapsed += time.perf_counter() - started
         full[str(size)] = {
             **_rate(len(datas), elapsed),
@@ -106,13 +113,10 @@ def window(engine: Any, datas: list[bytes], size: int, seconds: float) -> dict[s
     """Decode + preprocess + forward in batches of `size`, round the photos again and again,
     until `seconds` have passed (at least one batch): a rate over a wall-clock window that
     another process can share (`--together`)."""
-    from common.imaging import decode_image
-
     done = 0
     started = time.perf_counter()
     while True:
-        chunk = [datas[(done + i) % len(datas)] for i in range(size)]
-        engine.predict_prepared([engine.prepare(decode_image(d).image) for d in chunk])
+        full_pass(engine, [datas[(done + i) % len(datas)] for i in range(size)])
         done += size
         if (elapsed := time.perf_counter() - started) >= seconds:
             return _rate(done, elapsed)

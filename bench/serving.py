@@ -147,17 +147,17 @@ def ceiling() -> dict[str, Any]:
     }
 
 
-def two_processes(batch: str, seconds: float = 8.0) -> float:
+def two_processes(batch: str) -> float:
     """Images/s of two 1-thread processes running bench/ceiling.py at `batch` over one shared
-    window of `seconds` (both start on one signal), on different photos: what two bulk
-    worker processes could do at most."""
+    window (both start on one signal, `ceiling.py --together`), on different photos: what two
+    bulk worker processes could do at most."""
     pair = [
         subprocess.Popen(
             [
                 python(),
                 str(BENCH / "ceiling.py"),
                 *("--threads", "1", "--batch", batch, "--offset", str(200 * n)),
-                *("--together", "--seconds", str(seconds), "--json"),
+                *("--together", "--json"),
             ],
             cwd=ROOT,
             env=ceiling_env(),
@@ -167,14 +167,20 @@ def two_processes(batch: str, seconds: float = 8.0) -> float:
         )
         for n in range(2)
     ]
-    for process in pair:  # both loaded and warm
-        if process.stdout is None or process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"bench/ceiling.py --together exited with {process.wait()}")
-    for process in pair:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    runs = [json.loads(process.communicate()[0]) for process in pair]
+    try:
+        for process in pair:  # both loaded and warm
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"bench/ceiling.py --together exited with {process.wait()}")
+        for process in pair:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        runs = [json.loads(process.communicate()[0]) for process in pair]
+    finally:
+        for process in pair:  # one that failed must not leave the other waiting for its line
+            if process.poll() is None:
+                process.kill()
     return round(sum(run["images_per_s"] for run in runs), 2)
 
 
