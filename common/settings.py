@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # load (worker.onnx_forward; CPU only; 2-5 x faster on this project's 2-core CPU, the
     # same answers, checked at every load). auto: ONNX Runtime on a CPU, PyTorch on a GPU.
     inference_runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
+    # The forward pass's precision (torch runtime). auto: float16 mixed precision on a GPU
+    # (torch.autocast: convolutions in half precision, the answers in float32), float32 on
+    # a CPU. bfloat16 also runs on a CPU under autocast; ONNX Runtime runs float32 only.
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # Torch threads per model-owning worker process on CPU; 0: the cores divided among them.
     worker_threads: int = Field(default=0, ge=0)
     max_deliveries: int = Field(default=3, gt=0)

@@ -8,6 +8,7 @@ its ImageNet head, each answer also says whether the photo looks like a cat or a
 (`common.ml.open_set`).
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -23,6 +24,22 @@ from common.wire import Classification, ModelRef
 # A batch (B, 3, S, S) in; the logits (B, C) and the pet probability (B,) or None out.
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: torch.device, runtime: str) -> str:
+    """auto: float16 on a GPU (mixed precision: convolutions in half precision, softmax and
+    the answers in float32), float32 elsewhere. ONNX Runtime runs the exported float32 graph."""
+    if precision == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    if precision not in ("float32", *AUTOCAST_DTYPES):
+        raise ValueError(f"unknown precision {precision!r}: auto, float32, float16 or bfloat16")
+    if precision != "float32" and runtime != "torch":
+        raise ValueError(
+            f"precision {precision} needs the torch runtime (CATDOG_INFERENCE_RUNTIME=torch)"
+        )
+    return precision
+
 
 class InferenceEngine:
     def __init__(
@@ -32,6 +49,7 @@ class InferenceEngine:
         batch_size: int,
         pet_threshold: float | None = None,
         runtime: str = "torch",
+        precision: str = "auto",
     ) -> None:
         self.loaded = loaded
         self.device = torch.device(device)
@@ -46,6 +64,7 @@ class InferenceEngine:
         # auto: ONNX Runtime where it runs (the CPU), else PyTorch.
         cpu = self.device.type == "cpu"
         self.runtime = ("onnxruntime" if cpu else "torch") if runtime == "auto" else runtime
+        self.precision = resolve_precision(precision, self.device, self.runtime)
         self._forward = self._forward_pass()  # before the move: a GPU is refused first
         loaded.model.to(self.device).eval()
 
@@ -90,11 +109,20 @@ class InferenceEngine:
     def predict_prepared(self, tensors: Sequence[torch.Tensor]) -> list[Classification]:
         """One forward pass over tensors from `prepare`."""
         batch = torch.stack(list(tensors)).to(self.device)
-        logits, pets = self._forward(batch)  # (B, C), (B,)
+        with self._autocast():
+            logits, pets = self._forward(batch)  # (B, C), (B,)
+        logits = logits.float()
+        pets = None if pets is None else pets.float()
         probabilities = calibrated_probabilities(logits, self.loaded.config.temperature)
         rows = probabilities.cpu().tolist()  # (B, C)
         pet_list = [None] * len(rows) if pets is None else pets.cpu().tolist()
         return [self._prediction(row, pet) for row, pet in zip(rows, pet_list, strict=True)]
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _prediction(self, row: list[float], pet: float | None) -> Classification:
         best = max(range(len(row)), key=row.__getitem__)

@@ -223,6 +223,7 @@ class ModelHost:
                 self.settings.batch_size,
                 self.settings.pet_threshold,
                 self.settings.inference_runtime,
+                self.settings.precision,
             )
             realtime = self._realtime_face(engine)
         except Exception as exc:

@@ -10,7 +10,7 @@ from common.ml.loading import LoadedModel
 from common.ml.model import ModelConfig, build_model
 from common.ml.preprocessing import preprocess_batch
 from common.wire import ModelRef
-from worker.engine import InferenceEngine
+from worker.engine import InferenceEngine, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,30 @@ def test_a_checkpoint_with_a_temperature_serves_what_evaluation_scores(
             calibrated.tolist(), abs=1e-6
         )
         assert list(prediction.probabilities.values()) != pytest.approx(raw.tolist(), abs=0.05)
+
+
+def test_mixed_precision_answers_as_float32_does_within_half_precision_error(
+    loaded: LoadedModel, images: list[Image.Image]
+) -> None:
+    """CATDOG_PRECISION=bfloat16 runs the forward pass under autocast (a GPU worker's
+    float16 default is the same code on CUDA): the answers stay float32 and near float32's."""
+    full = InferenceEngine(loaded, "cpu", batch_size=4, runtime="torch").predict(images)
+    half = InferenceEngine(
+        loaded, "cpu", batch_size=4, runtime="torch", precision="bfloat16"
+    ).predict(images)
+    gaps = [abs(a.probability - b.probability) for a, b in zip(full, half, strict=True)]
+    assert max(gaps) < 0.05
+    assert max(gaps) > 1e-6, "the half-precision pass ran in float32"
+    assert all(isinstance(p, float) for a in half for p in a.probabilities.values())
+    assert all(sum(a.probabilities.values()) == pytest.approx(1.0) for a in half)
+
+
+def test_precision_defaults_to_half_on_a_gpu_only_and_needs_the_torch_runtime(
+    loaded: LoadedModel,
+) -> None:
+    assert resolve_precision("auto", torch.device("cuda"), "torch") == "float16"
+    assert InferenceEngine(loaded, "cpu", batch_size=2).precision == "float32"
+    with pytest.raises(ValueError, match="needs the torch runtime"):
+        InferenceEngine(loaded, "cpu", batch_size=2, runtime="onnxruntime", precision="float16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int8", torch.device("cpu"), "torch")
