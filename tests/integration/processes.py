@@ -336,7 +336,10 @@ def wait_for_job(
     final = statuses or ("succeeded", "failed", "cancelled")
 
     def ended() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/jobs/{job_id}", params={"limit": 1}).json()
+        response = client.get(f"/jobs/{job_id}", params={"limit": 1})
+        body: dict[str, Any] = response.json()
+        if "status" not in body:  # an error: the timeout names it
+            raise RuntimeError(f"{response.status_code} {body}")
         return body if body["status"] in final else None
 
     result: dict[str, Any] = wait_until(ended, timeout_s, f"job {job_id}", every_s=0.2)
