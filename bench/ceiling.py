@@ -34,13 +34,14 @@ KAGGLE = ROOT.parent / "shared" / "data" / "kaggle-dogs-vs-cats" / "train"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
-def photos(count: int, offset: int = 0) -> list[Path]:
-    """`count` Kaggle photos, cats and dogs alternating, starting at `offset` of each."""
-    cats = sorted(KAGGLE.glob("cat.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
-    dogs = sorted(KAGGLE.glob("dog.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
+def photos(count: int, offset: int = 0, folder: Path = KAGGLE) -> list[Path]:
+    """`count` Kaggle photos (`cat.N.jpg`, `dog.N.jpg` in `folder`), cats and dogs
+    alternating, starting at `offset` of each."""
+    cats = sorted(folder.glob("cat.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
+    dogs = sorted(folder.glob("dog.*.jpg"), key=lambda p: int(p.stem.split(".")[1]))
     paired = [p for pair in zip(cats[offset:], dogs[offset:], strict=False) for p in pair]
     if len(paired) < count:
-        raise SystemExit(f"only {len(paired)} photos in {KAGGLE}; asked for {count}")
+        raise SystemExit(f"only {len(paired)} photos in {folder}; asked for {count}")
     return paired[:count]
 
 
@@ -60,7 +61,7 @@ def load_engine(threads: int, batch_size: int = 32) -> Any:
     return engine
 
 
-def _rate(count: int, seconds: float) -> dict[str, float]:
+def rate(count: int, seconds: float) -> dict[str, float]:
     return {
         "images_per_s": round(count / seconds, 2),
         "ms_per_image": round(1000 * seconds / count, 3),
@@ -83,7 +84,7 @@ def measure(
 
     started = time.perf_counter()
     prepared = [engine.prepare(decode_image(data).image) for data in datas]
-    preprocess = _rate(len(datas), time.perf_counter() - started)
+    preprocess = rate(len(datas), time.perf_counter() - started)
 
     forward: dict[str, Any] = {}
     full: dict[str, Any] = {}
@@ -92,7 +93,7 @@ def measure(
         started = time.perf_counter()
         for start in range(0, len(prepared), size):
             engine.predict_prepared(prepared[start : start + size])
-        forward[str(size)] = _rate(len(prepared), time.perf_counter() - started)
+        forward[str(size)] = rate(len(prepared), time.perf_counter() - started)
 
         elapsed = 0.0
         for start in range(0, len(datas), size):
@@ -103,7 +104,7 @@ def measure(
             full_pass(engine, chunk)
             elapsed += time.perf_counter() - started
         full[str(size)] = {
-            **_rate(len(datas), elapsed),
+            **rate(len(datas), elapsed),
             "batch_ms": round(1000 * elapsed * size / len(datas), 2),
         }
     return {"preprocess": preprocess, "forward": forward, "full": full}
@@ -119,7 +120,7 @@ def window(engine: Any, datas: list[bytes], size: int, seconds: float) -> dict[s
         full_pass(engine, [datas[(done + i) % len(datas)] for i in range(size)])
         done += size
         if (elapsed := time.perf_counter() - started) >= seconds:
-            return _rate(done, elapsed)
+            return rate(done, elapsed)
 
 
 def main(argv: list[str] | None = None) -> int:
