@@ -107,6 +107,11 @@ def select_device(settings: Settings, identity: Identity) -> str:
                 "several processes share one GPU; run one solo worker per GPU (-P solo)",
                 extra={"concurrency": identity.concurrency},
             )
+        # The CPU work of a GPU worker is each task thread preparing its own photo: torch's
+        # intra-op pool (a thread per core) only made 16 task threads fight over the cores.
+        # On the H200 machine the worker kept 11 of its 16 cores busy for 100 img/s
+        # (bench/results/2026-12-04-gpu-h200.md).
+        torch.set_num_threads(settings.worker_threads or 1)
     else:
         torch.set_num_threads(settings.worker_threads or cpu_threads(identity.model_processes))
     return device
