@@ -201,7 +201,12 @@ def through_stack(
     try:
         for name, max_batch in (("batched", BATCHED), ("batch_1", 1)):
             worker = stack.add_worker(
-                f"gpu-{name}", THREADS, pool="threads", device=device, max_batch_size=max_batch
+                f"gpu-{name}",
+                THREADS,
+                pool="threads",
+                device=device,
+                batch_size=max_batch,  # as docker-compose.yml's worker-gpu
+                max_batch_size=max_batch,
             )
             assert worker.metrics_url is not None
             asyncio.run(predict_load(stack.url, datas, 4, 64))  # warm connections and shapes

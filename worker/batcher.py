@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from PIL import Image
 
@@ -163,10 +163,17 @@ class MicroBatcher(Generic[In, Out]):
             log.exception("batch observer failed")
 
 
-class PassEngine(Engine, Protocol):
-    """An engine that can also run any number of images as one forward pass."""
+@runtime_checkable
+class PreparingEngine(Engine, Protocol):
+    """An engine whose preprocessing and forward pass can run in different threads."""
 
-    def predict_pass(self, images: Sequence[Image.Image]) -> Sequence[Classification]: ...
+    def prepare(self, image: Image.Image) -> Any:
+        """One decoded image as the model's input tensor."""
+        ...
+
+    def predict_tensors(self, tensors: Sequence[Any]) -> Sequence[Classification]:
+        """Tensors from `prepare`, answered `batch_size` at a time."""
+        ...
 
 
 class BatchedEngine:
@@ -174,18 +181,36 @@ class BatchedEngine:
     callers' images are answered together by the batcher's thread, each pass counted in the
     metrics of `queue`.
 
-    The batcher's thread runs the preprocessing and the forward pass, and it is the only
-    thread of the process that ever does (warm-up included): torch's OpenMP thread team
+    On a CPU the batcher's thread runs the preprocessing and the forward pass, and it is the
+    only thread of the process that ever does (warm-up included): torch's OpenMP thread team
     belongs to the thread that first uses it, and on this kind of CPU a second thread driving
     a model that another thread warmed ran its forward passes at half speed (measured; see
     bench/README.md). The callers' threads only decode.
+
+    With `prepare_in_callers` (a GPU worker, one torch thread per process) each caller also
+    preprocesses its own photo and the batcher's thread only runs the GPU's passes: done in
+    that one thread, a pass of 8 photos took 78 ms of which the forward pass was about 9 on
+    the H200 machine, and the batcher's thread was the worker's limit
+    (bench/results/2026-12-04-gpu-h200.md).
     """
 
-    def __init__(self, engine: Engine, max_batch_size: int, max_wait_ms: float, queue: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch_size: int,
+        max_wait_ms: float,
+        queue: str,
+        prepare_in_callers: bool = False,
+    ) -> None:
         self.engine = engine
         self.queue = queue
-        self.batcher: MicroBatcher[Image.Image, Classification] = MicroBatcher(
-            engine.predict, max_batch_size, max_wait_ms, self._observe, "micro-batcher"
+        self._prepare: Callable[[Image.Image], Any] | None = None
+        run: Callable[[Sequence[Any]], Sequence[Classification]] = engine.predict
+        if prepare_in_callers:
+            assert isinstance(engine, PreparingEngine)
+            self._prepare, run = engine.prepare, engine.predict_tensors
+        self.batcher: MicroBatcher[Any, Classification] = MicroBatcher(
+            run, max_batch_size, max_wait_ms, self._observe, "micro-batcher"
         )
 
     @property
@@ -197,7 +222,8 @@ class BatchedEngine:
     ) -> list[Classification]:
         """The answers, or PredictTimeoutError once `timeout_s` has passed: the calling task
         thread is free again, and images not yet taken into a pass are never run."""
-        futures = [self.batcher.submit(image) for image in images]
+        items = images if self._prepare is None else [self._prepare(i) for i in images]
+        futures = [self.batcher.submit(item) for item in items]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             return [

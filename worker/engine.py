@@ -101,6 +101,13 @@ class InferenceEngine:
             predictions += self.predict_pass(images[start : start + self.batch_size])
         return predictions
 
+    def predict_tensors(self, tensors: Sequence[torch.Tensor]) -> list[Classification]:
+        """Tensors from `prepare`, `batch_size` of them per forward pass."""
+        predictions: list[Classification] = []
+        for start in range(0, len(tensors), self.batch_size):
+            predictions += self.predict_prepared(tensors[start : start + self.batch_size])
+        return predictions
+
     def predict_pass(self, images: Sequence[Image.Image]) -> list[Classification]:
         """All of `images` in one forward pass, whatever `batch_size` says (micro-batches)."""
         return self.predict_prepared([self.prepare(image) for image in images])

@@ -187,7 +187,11 @@ class ModelHost:
             engine.warm_up()
             return CountedEngine(engine, queue)
         batched = BatchedEngine(
-            engine, self.settings.max_batch_size, self.settings.max_wait_ms, queue
+            engine,
+            self.settings.max_batch_size,
+            self.settings.max_wait_ms,
+            queue,
+            prepare_in_callers=self.device == "cuda",
         )
         try:  # through the batcher: its thread must be the only one driving the model
             batched.predict(engine.warm_up_images())

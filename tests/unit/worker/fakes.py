@@ -1,6 +1,7 @@
 """A fake engine and small images for the task-body tests (no model, no torch)."""
 
 import io
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -49,7 +50,23 @@ class FakeEngine:
             Classification(label="dog", probability=0.8, probabilities=dog, model=self.model)
         ] * len(images)
 
-    predict_pass = predict  # a fake pass is any size
+
+@dataclass
+class PreparingFakeEngine(FakeEngine):
+    """A FakeEngine that also preprocesses apart (a GPU worker's engine): it records which
+    thread prepared each photo and which ran each pass of prepared photos."""
+
+    prepared_in: list[str] = field(default_factory=list)
+    passes_in: list[str] = field(default_factory=list)
+
+    def prepare(self, image: Image.Image) -> tuple[str, Image.Image]:
+        self.prepared_in.append(threading.current_thread().name)
+        return ("prepared", image)
+
+    def predict_tensors(self, tensors: Sequence[tuple[str, Image.Image]]) -> list[Classification]:
+        assert all(kind == "prepared" for kind, _ in tensors), "a photo reached a pass unprepared"
+        self.passes_in.append(threading.current_thread().name)
+        return self.predict([image for _, image in tensors])
 
 
 def counted(name: str, **labels: str) -> float:

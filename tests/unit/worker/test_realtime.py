@@ -11,7 +11,14 @@ from common.store import keys
 from common.store.ops import Store
 from common.wire import PredictReply
 from tests.integration.processes import wait_until
-from tests.unit.worker.fakes import FAKE_MODEL, LIMITS, FakeEngine, counted, jpeg
+from tests.unit.worker.fakes import (
+    FAKE_MODEL,
+    LIMITS,
+    FakeEngine,
+    PreparingFakeEngine,
+    counted,
+    jpeg,
+)
 from worker.batcher import BatchedEngine
 from worker.forward import CountedEngine
 from worker.realtime import serve_prediction
@@ -89,6 +96,29 @@ def test_concurrent_predictions_share_a_counted_forward_pass(store: Store) -> No
     assert fake.batches == [1, 4]
     assert counted("catdog_worker_batch_size_count", queue="realtime") == before + 2
     assert counted("catdog_worker_batch_wait_seconds_count", queue="realtime") == waits_before + 2
+
+
+def test_a_gpu_workers_callers_prepare_their_own_photos_and_share_the_pass(store: Store) -> None:
+    """With `prepare_in_callers` each task thread preprocesses its photo; the batcher's thread
+    only runs passes, which still gather the photos that arrived while one ran."""
+    gate, running = threading.Event(), threading.Event()
+    fake = PreparingFakeEngine(on_batch=lambda: (running.set(), gate.wait(5)))
+    engine = BatchedEngine(fake, 8, 0, "realtime", prepare_in_callers=True)
+    pids = [f"gpu-{n}" for n in range(4)]
+    for pid in pids:
+        store.redis.set(keys.predict_image(pid), jpeg())
+    with ThreadPoolExecutor(len(pids), thread_name_prefix="task") as pool:
+        first = pool.submit(serve_prediction, store, lambda: engine, pids[0], LIMITS)
+        assert running.wait(5)
+        rest = [pool.submit(serve_prediction, store, lambda: engine, p, LIMITS) for p in pids[1:]]
+        wait_until(lambda: engine.batcher.waiting() == 3, 5, "three queued predictions")
+        gate.set()
+        replies = [f.result(10) for f in (first, *rest)]
+    engine.close()
+    assert all(r is not None and r.prediction is not None for r in replies)
+    assert fake.batches == [1, 3]
+    assert len(fake.prepared_in) == 4 and all(n.startswith("task") for n in fake.prepared_in)
+    assert fake.passes_in == ["micro-batcher", "micro-batcher"]
 
 
 def test_a_prediction_past_its_deadline_fails_with_timeout_and_frees_its_thread(
