@@ -48,6 +48,9 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 PRECISIONS = ("float32", "float16")
 THREADS = 16  # the GPU worker's pool (docker-compose.yml: REALTIME_THREADS)
 BATCHED = 16  # its CATDOG_MAX_BATCH_SIZE for the batched run: one pass can take every thread
+# The stack's runs: (name, max batch, GPU worker processes). The third is not the target's
+# comparison: it asks whether one process (its GIL) is what limits the batched path.
+RUNS = (("batched", BATCHED, 1), ("batch_1", 1, 1), ("batched_2_processes", BATCHED, 2))
 TIMED_S = 1.0  # each forward-pass figure: passes over the photos for at least this long
 
 
@@ -168,15 +171,17 @@ def cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def batches_seen(metrics_url: str) -> dict[str, float]:
-    """The worker's realtime forward passes so far: how many, their mean size and time."""
+def batches_seen(metrics_urls: list[str]) -> dict[str, float]:
+    """The workers' realtime forward passes so far: how many, their images and seconds."""
     from processes import scrape, total
 
-    samples = scrape(metrics_url)
-    passes = total(samples, "catdog_worker_batch_size_count", queue="realtime")
-    images = total(samples, "catdog_worker_batch_size_sum", queue="realtime")
-    seconds = total(samples, "catdog_worker_batch_seconds_sum", queue="realtime")
-    return {"passes": passes, "images": images, "seconds": seconds}
+    seen = {"passes": 0.0, "images": 0.0, "seconds": 0.0}
+    for url in metrics_urls:
+        samples = scrape(url)
+        seen["passes"] += total(samples, "catdog_worker_batch_size_count", queue="realtime")
+        seen["images"] += total(samples, "catdog_worker_batch_size_sum", queue="realtime")
+        seen["seconds"] += total(samples, "catdog_worker_batch_seconds_sum", queue="realtime")
+    return seen
 
 
 def between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -199,36 +204,42 @@ def through_stack(
     gateway = next(p for p in stack.processes if p.name.startswith("gateway"))
     runs: dict[str, Any] = {}
     try:
-        for name, max_batch in (("batched", BATCHED), ("batch_1", 1)):
-            worker = stack.add_worker(
-                f"gpu-{name}",
-                THREADS,
-                pool="threads",
-                device=device,
-                batch_size=max_batch,  # as docker-compose.yml's worker-gpu
-                max_batch_size=max_batch,
-            )
-            assert worker.metrics_url is not None
+        for name, max_batch, processes in RUNS:
+            workers = [
+                stack.add_worker(
+                    f"gpu-{name}-{n}",
+                    THREADS,
+                    pool="threads",
+                    device=device,
+                    batch_size=max_batch,  # as docker-compose.yml's worker-gpu
+                    max_batch_size=max_batch,
+                )
+                for n in range(processes)
+            ]
+            urls = [w.metrics_url for w in workers if w.metrics_url is not None]
             asyncio.run(predict_load(stack.url, datas, 4, 64))  # warm connections and shapes
-            points: dict[str, Any] = {"max_batch_size": max_batch}
-            busy = {"gateway": gateway.popen.pid, "worker": worker.popen.pid}
-            for concurrency in (1, THREADS) if max_batch > 1 else (THREADS,):
-                before = batches_seen(worker.metrics_url)
-                cpu_before = {k: cpu_s(pid) for k, pid in busy.items()}
+            points: dict[str, Any] = {"max_batch_size": max_batch, "processes": processes}
+            pids = {"gateway": [gateway.popen.pid], "worker": [w.popen.pid for w in workers]}
+            for concurrency in (1, THREADS) if name == "batched" else (THREADS,):
+                before = batches_seen(urls)
+                cpu_before = {k: sum(map(cpu_s, each)) for k, each in pids.items()}
                 run = asyncio.run(for_seconds(stack.url, datas, concurrency, seconds))
                 points[str(concurrency)] = {
                     **run.summary(),
-                    **between(before, batches_seen(worker.metrics_url)),
-                    # Cores each process kept busy: which side is the limit.
+                    **between(before, batches_seen(urls)),
+                    # Cores each side kept busy: which one is the limit.
                     **{
-                        f"{k}_cores_busy": round((cpu_s(pid) - cpu_before[k]) / run.seconds, 2)
-                        for k, pid in busy.items()
+                        f"{k}_cores_busy": round(
+                            (sum(map(cpu_s, each)) - cpu_before[k]) / run.seconds, 2
+                        )
+                        for k, each in pids.items()
                     },
                 }
                 print(f"  {name} concurrency {concurrency}: {points[str(concurrency)]}")
-            points["worker_rss_mb"] = rss_mb(worker.popen.pid)
+            points["worker_rss_mb"] = sum(rss_mb(w.popen.pid) for w in workers)
             runs[name] = points
-            worker.stop()
+            for worker in workers:
+                worker.stop()
     finally:
         stack.stop()
     return runs
@@ -280,7 +291,7 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     if runs := result.get("stack"):
         lines += [
-            f"## Through the stack: one GPU worker, threads pool of {THREADS}",
+            f"## Through the stack: GPU workers, each a threads pool of {THREADS}",
             "",
             "| run | concurrency | img/s | p50 ms | p95 ms | p99 ms | mean batch | pass ms "
             "| gateway cores | worker cores |",
@@ -290,7 +301,8 @@ def markdown(result: dict[str, Any]) -> str:
             for concurrency in ("1", str(THREADS)):
                 if p := points.get(concurrency):
                     lines.append(
-                        f"| {name} (max batch {points['max_batch_size']}) | {concurrency} | "
+                        f"| {name} (max batch {points['max_batch_size']}, "
+                        f"{points['processes']} process(es)) | {concurrency} | "
                         f"{p['images_per_s']} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | "
                         f"{p['mean_batch']} | {p['mean_pass_ms']} | "
                         f"{p['gateway_cores_busy']} | {p['worker_cores_busy']} |"
