@@ -60,6 +60,7 @@ class MicroBatcher(Generic[In, Out]):
         max_wait_ms: float,
         on_batch: OnBatch | None = None,
         name: str = "batcher",
+        warm_up: Callable[[], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -69,6 +70,10 @@ class MicroBatcher(Generic[In, Out]):
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[_Waiting[In, Out] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._warm_up = warm_up
+        # Done once the thread has run `warm_up`, before its first pass; holds the exception
+        # when the warm-up failed (the batcher is closed then).
+        self.ready: Future[None] = Future()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -96,6 +101,8 @@ class MicroBatcher(Generic[In, Out]):
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        if not self._warmed_up():
+            return
         while True:
             first = self._queue.get()
             if first is None:
@@ -106,6 +113,18 @@ class MicroBatcher(Generic[In, Out]):
             if stopping:
                 self._drain()
                 return
+
+    def _warmed_up(self) -> bool:
+        try:
+            if self._warm_up is not None:
+                self._warm_up()
+        except BaseException as exc:
+            self._closed.set()
+            self.ready.set_exception(exc)
+            self._refuse_queued()
+            return False
+        self.ready.set_result(None)
+        return True
 
     def _gather(self, batch: list[_Waiting[In, Out]]) -> bool:
         """Fill `batch` up to the size or the deadline; True when a close was seen."""
@@ -124,6 +143,15 @@ class MicroBatcher(Generic[In, Out]):
                 return True
             batch.append(waiting)
         return False
+
+    def _refuse_queued(self) -> None:
+        while True:
+            try:
+                waiting = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if waiting is not None and waiting.future.set_running_or_notify_cancel():
+                waiting.future.set_exception(BatcherClosedError("the batcher did not start"))
 
     def _drain(self) -> None:
         rest: list[_Waiting[In, Out]] = []
@@ -201,7 +229,11 @@ class BatchedEngine:
         max_wait_ms: float,
         queue: str,
         prepare_in_callers: bool = False,
+        warm_up: Callable[[], None] | None = None,
     ) -> None:
+        """`warm_up` runs on the batcher's thread before its first pass, and the engine is
+        returned only once it has: the thread that runs the passes must be the one that
+        warmed the model (above). Its exception, if it fails, is raised here."""
         self.engine = engine
         self.queue = queue
         self._prepare: Callable[[Image.Image], Any] | None = None
@@ -210,8 +242,9 @@ class BatchedEngine:
             assert isinstance(engine, PreparingEngine)
             self._prepare, run = engine.prepare, engine.predict_tensors
         self.batcher: MicroBatcher[Any, Classification] = MicroBatcher(
-            run, max_batch_size, max_wait_ms, self._observe, "micro-batcher"
+            run, max_batch_size, max_wait_ms, self._observe, "micro-batcher", warm_up
         )
+        self.batcher.ready.result()
 
     @property
     def model(self) -> ModelRef:

@@ -145,10 +145,13 @@ class InferenceEngine:
             model=self.model,
         )
 
-    def warm_up(self) -> None:
-        self.predict(self.warm_up_images())
-
-    def warm_up_images(self) -> list[Image.Image]:
-        """A small batch of blank photos: run once, so the first request pays no set-up cost."""
+    def warm_up(self, largest: int | None = None) -> None:
+        """One forward pass at every size from 1 to `largest` (`batch_size` by default), in
+        this thread, so that no request is the first of its pass size. On a GPU that first
+        pass is slow: CUDA loads kernels lazily, at their first use, and a new batch shape can
+        pick kernels no earlier pass used; on the H200 the first pass of each new size took
+        1.3-5 s (bench/README.md, GPU). On a CPU it costs a few passes at start."""
         size = self.loaded.config.image_size
-        return [Image.new("RGB", (size, size), (127, 127, 127))] * min(self.batch_size, 4)
+        blank = Image.new("RGB", (size, size), (127, 127, 127))
+        for n in range(1, (largest or self.batch_size) + 1):
+            self.predict_pass([blank] * n)

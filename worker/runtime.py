@@ -186,19 +186,16 @@ class ModelHost:
         if self.identity.pool != "threads":
             engine.warm_up()
             return CountedEngine(engine, queue)
-        batched = BatchedEngine(
+        largest = self.settings.max_batch_size
+        return BatchedEngine(
             engine,
-            self.settings.max_batch_size,
+            largest,
             self.settings.max_wait_ms,
             queue,
             prepare_in_callers=self.device == "cuda",
+            # On the batcher's thread: it must be the only one driving the model.
+            warm_up=lambda: engine.warm_up(largest),
         )
-        try:  # through the batcher: its thread must be the only one driving the model
-            batched.predict(engine.warm_up_images())
-        except BaseException:
-            batched.close()
-            raise
-        return batched
 
     def _retry_failed_load(self) -> None:
         """A process without a model tries again when its backoff allows (the heartbeat

@@ -111,3 +111,31 @@ def test_close_answers_what_is_queued_then_refuses_more() -> None:
     assert [f.result(0) for f in futures] == [0, 10, 20, 30, 40]
     with pytest.raises(BatcherClosedError):
         batcher.submit(9)
+
+
+def test_the_warm_up_runs_on_the_batchers_thread_before_its_first_pass() -> None:
+    events: list[tuple[str, str]] = []
+
+    def warm_up() -> None:
+        events.append(("warm-up", threading.current_thread().name))
+
+    def run(items: Sequence[int]) -> list[int]:
+        events.append(("pass", threading.current_thread().name))
+        return list(items)
+
+    batcher = MicroBatcher(run, 4, 0, name="passes", warm_up=warm_up)
+    assert batcher(1, timeout=5) == 1
+    batcher.close()
+    assert batcher.ready.done()
+    assert events == [("warm-up", "passes"), ("pass", "passes")]
+
+
+def test_a_failed_warm_up_is_reported_and_the_batcher_takes_no_work() -> None:
+    def warm_up() -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    batcher = MicroBatcher(Recorder(), 4, 0, warm_up=warm_up)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        batcher.ready.result(5)
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(1)

@@ -5,6 +5,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from common import quality
 from common.errors import ModelNotAvailableError
 from common.store import keys
@@ -162,3 +164,24 @@ def test_a_process_without_batching_counts_each_prediction_as_a_pass_of_one(
     store.redis.set(keys.predict_image("timed"), jpeg())
     serve_prediction(store, lambda: engine, "timed", LIMITS, enqueued_at=time.time())
     assert counted("catdog_worker_batch_size_count", queue="realtime") == before + 1
+
+
+def test_a_batched_engine_is_handed_out_warm_and_a_failed_warm_up_is_raised() -> None:
+    """The engine is returned only once its warm-up has run on the batcher's thread (the one
+    that runs every pass); a warm-up that fails fails the model's load."""
+    fake = FakeEngine()
+    warmed_in: list[str] = []
+
+    def warm_up() -> None:
+        fake.predict([], None)
+        warmed_in.append(threading.current_thread().name)
+
+    engine = BatchedEngine(fake, 4, 0, "realtime", warm_up=warm_up)
+    assert warmed_in == ["micro-batcher"]
+    engine.close()
+
+    def broken() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        BatchedEngine(FakeEngine(), 4, 0, "realtime", warm_up=broken)

@@ -43,9 +43,22 @@ def test_batched_predictions_equal_single_image_inference(
             assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
 
 
-def test_warm_up_runs_and_names_the_model(loaded: LoadedModel) -> None:
-    engine = InferenceEngine(loaded, "cpu", batch_size=2)
+def test_warm_up_runs_a_pass_of_every_size_a_worker_can_run(loaded: LoadedModel) -> None:
+    """No request is the first pass of its size (a GPU loads kernels at their first use):
+    sizes 1 to batch_size, or to the largest micro-batch when it is named."""
+    engine = InferenceEngine(loaded, "cpu", batch_size=3)
+    forward, sizes = engine._forward, []
+
+    def counting(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        sizes.append(batch.shape[0])
+        return forward(batch)
+
+    engine._forward = counting
     engine.warm_up()
+    assert sizes == [1, 2, 3]
+    sizes.clear()
+    engine.warm_up(largest=5)
+    assert sizes == [1, 2, 3, 4, 5]
     assert engine.model == ModelRef("catdog", "7")
     assert engine.predict([]) == []
 
