@@ -1,0 +1,87 @@
+"""The serving report states the 3 x peer target against each peer it measured: the peer on
+the stack's runtime (serving alone) and, where measured, the peer on PyTorch (how public
+projects serve), each in a row and a table column of its own."""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+
+from serving import markdown, verdicts
+
+
+def curve(*rates: float) -> list[dict[str, Any]]:
+    return [
+        {"concurrency": c, "images_per_s": r, "p50_ms": 20.0, "p95_ms": 30.0, "p99_ms": 40.0}
+        for c, r in zip((1, 8, 32), rates, strict=True)
+    ]
+
+
+def result(peer_torch: list[dict[str, Any]] | None) -> dict[str, Any]:
+    one = {
+        "model": "catdog v1",
+        "arch": "efficientnet_lite1",
+        "image_size": 240,
+        "runtime": "onnxruntime",
+        "preprocess": {"images_per_s": 200.0},
+        "forward": {"1": {"images_per_s": 60.0}},
+        "full": {"1": {"images_per_s": 50.0, "batch_ms": 20.0}},
+    }
+    ceiling = {
+        "one_process_2_threads": one,
+        "one_process_1_thread": {"full": {"1": {"images_per_s": 55.0}}},
+        "best_batch": "1",
+        "best_one_process": 50.0,
+        "best_batch_1_thread": "1",
+        "two_processes_1_thread": 90.0,
+        "batch1_ms": 18.0,
+        "best": 90.0,
+    }
+    job = {"photos": 1000, "seconds": 12.0, "images_per_s": 83.0, "upload_s": 0.4}
+    catdog = {
+        "predict": curve(30.0, 60.0, 66.0),
+        "job": {**job, "done": 1000, "failed": 0},
+        "job_beside_predict": {"images_per_s": 50.0},
+        "predict_during_job": {"p50_ms": 25.0, "p95_ms": 33.0, "requests": 700},
+        "memory_mb": {"before": {}, "peak_during_job": {"gateway": 85.0}, "after": {}},
+    }
+    reference = {"best": 90.0, "batch1_ms": 18.0}
+    found: dict[str, Any] = {
+        "date": "2026-12-07",
+        "machine": {
+            "cpu": "Intel(R) Xeon(R) Processor",
+            "cores": 2,
+            "memory_gb": 23.5,
+            "commit": "abc",
+        },
+        "settings": {"inference_runtime": "auto"},
+        "ceiling": ceiling,
+        "ceiling_after": ceiling,
+        "reference": reference,
+        "catdog": catdog,
+        "peer": curve(35.0, 36.0, 44.0),
+    }
+    if peer_torch is not None:
+        found["peer_torch"] = peer_torch
+    found["targets"] = verdicts(reference, catdog, found["peer"], peer_torch)
+    return found
+
+
+def rows(found: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+    return {v["target"]: (v["measured"], v["met"]) for v in found["targets"]}
+
+
+def test_the_target_is_stated_against_each_peer_that_was_measured() -> None:
+    found = result(curve(20.0, 21.0, 22.0))
+    assert rows(found)["realtime: /predict c32 >= 3 x peer c32"] == (1.5, False)
+    assert rows(found)["realtime: /predict c32 >= 3 x peer c32, the peer on PyTorch"] == (3.0, True)
+    report = markdown(found)
+    assert "peer (onnxruntime) img/s" in report and "peer (torch) img/s" in report
+    assert "| 32 | 66.0 | 20.0 / 30.0 / 40.0 | 44.0 | 20.0 / 30.0 / 40.0 | 22.0 |" in report
+
+
+def test_without_a_pytorch_peer_there_is_no_row_for_it() -> None:
+    found = result(None)
+    assert not any("PyTorch" in target for target in rows(found))
+    assert "peer (torch)" not in markdown(found)
