@@ -48,9 +48,14 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 PRECISIONS = ("float32", "float16")
 THREADS = 16  # the GPU worker's pool (docker-compose.yml: REALTIME_THREADS)
 BATCHED = 16  # its CATDOG_MAX_BATCH_SIZE for the batched run: one pass can take every thread
-# The stack's runs: (name, max batch, GPU worker processes). The third is not the target's
-# comparison: it asks whether one process (its GIL) is what limits the batched path.
-RUNS = (("batched", BATCHED, 1), ("batch_1", 1, 1), ("batched_2_processes", BATCHED, 2))
+# The stack's runs: (name, max batch, GPU worker processes). The last two are not the
+# target's comparison: they ask whether one process (its GIL) is what limits the batched path.
+RUNS = (
+    ("batched", BATCHED, 1),
+    ("batch_1", 1, 1),
+    ("batched_2_processes", BATCHED, 2),
+    ("batched_4_processes", BATCHED, 4),
+)
 TIMED_S = 1.0  # each forward-pass figure: passes over the photos for at least this long
 
 
