@@ -15,7 +15,7 @@ the in-process ceiling and against a peer-style server, on this machine, in one 
 Writes bench/results/<date>-serving-<cores>core-<cpu vendor>.json and .md, and the throughput and p95 plot
 (.png), and prints each target of the performance issue as met or not met.
 
-    python bench/serving.py                   # everything (about 8 minutes on 2 cores)
+    python bench/serving.py                   # everything (about 10 minutes on 2 cores)
     python bench/serving.py --quick           # fewer requests, for trying the harness
 """
 
