@@ -37,12 +37,15 @@ from load import JobRun, job_run  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
+    SETTLE_S,
     bench_key,
     cpu_line,
     environ_of,
+    load_note,
     log_entries,
     machine,
     machine_label,
+    settle,
     two_processes,
 )
 
@@ -111,7 +114,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"# Where a bulk job's time goes, {result['date']}",
             "",
-            f"{cpu_line(m)}, {m['cores']} cores; commit {m['commit']}; one job of {t['photos']}"
+            f"{cpu_line(m)}, {m['cores']} cores{load_note(m)}; commit {m['commit']}; one job of {t['photos']}"
             f" photos, {t['chunks']} chunks on {t['processes']} bulk processes, batch"
             f" {result['batch_size']}.",
             "",
@@ -137,12 +140,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
     args = parser.parse_args()
     os.chdir(BENCH.parent)
     from common.settings import get_settings
 
     # The bulk workers' batch size (what serve.sh gave them), else this process's setting.
     batch_size = int(environ_of("bulk1").get("CATDOG_BATCH_SIZE", get_settings().batch_size))
+    load = settle(args.settle_s)
     job = asyncio.run(job_run(args.url, photos(args.photos), bench_key()))
     time.sleep(1)  # the last log lines
     chunks = chunks_of(job.job_id)
@@ -150,7 +155,7 @@ def main() -> int:
         raise SystemExit(f"no chunk of job {job.job_id} in {RUN}/logs/bulk*.log")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": machine(),
+        "machine": {**machine(), "load_at_start": load},
         "batch_size": batch_size,
         "timeline": timeline(job, chunks),
         "two_processes_1_thread": two_processes(str(batch_size)),

@@ -43,12 +43,15 @@ from http_client import Connection, upload_request  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
+    SETTLE_S,
     bench_key,
     ceiling_alone,
     cpu_line,
+    load_note,
     log_entries,
     machine,
     machine_label,
+    settle,
 )
 
 PARTS = ("client", "gateway", "worker")
@@ -145,7 +148,7 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"# Where a lone /predict's time goes, {result['date']}",
             "",
-            f"{cpu_line(m)}, {m['cores']} cores; commit {m['commit']}; {s['requests']} requests "
+            f"{cpu_line(m)}, {m['cores']} cores{load_note(m)}; commit {m['commit']}; {s['requests']} requests "
             "one at a time; medians in ms.",
             "",
             "| part | p50 ms |",
@@ -171,15 +174,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
     args = parser.parse_args()
     os.chdir(BENCH.parent)
+    load = settle(args.settle_s)
     datas = [p.read_bytes() for p in photos(200, offset=500)]
     rows, idle_ms = measure(args.url, datas, args.requests)
     if not rows:
         raise SystemExit(f"no worker log line matched; are the workers' logs in {RUN}/logs?")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": machine(),
+        "machine": {**machine(), "load_at_start": load},
         "summary": summary(rows),
         "in_process_ms": in_process_batch1_ms(),
         "worker_idle_ms": idle_ms,

@@ -53,6 +53,12 @@ RUN = ROOT / "run"
 # timed from the first handshake, the concurrency-32 point read 0.67 of the ceiling while
 # 10,000 calls at the same concurrency, later in the same run, read 0.74 (2026-12-03, AMD).
 CURVE_REQUESTS = {1: 300, 8: 600, 32: 1600}
+# A machine still busy reads slow: two minutes after `make up`'s training ended, a lone
+# /predict took 28.9 ms and fifteen minutes later 21-22 (bench/README.md, 2026-12-07). The
+# harnesses first wait for the 1-minute load average to fall below QUIET_LOAD per core
+# (an idle stack sits near 0.1 on 2 cores), and record the load they started at.
+QUIET_LOAD = 0.25
+SETTLE_S = 300.0
 
 
 def python() -> str:
@@ -79,6 +85,27 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": git_commit(),  # "-dirty" when tracked files differ from it
     }
+
+
+def settle(max_s: float = SETTLE_S, every_s: float = 5.0) -> float:
+    """Wait, at most `max_s`, until the machine is quiet; its 1-minute load average then."""
+    cores = len(os.sched_getaffinity(0))
+    deadline = time.monotonic() + max_s
+    load = os.getloadavg()[0]
+    if load >= QUIET_LOAD * cores:
+        print(f"waiting for a quiet machine: load average {load:.2f} on {cores} cores", flush=True)
+    while load >= QUIET_LOAD * cores and time.monotonic() < deadline:
+        time.sleep(every_s)
+        load = os.getloadavg()[0]
+    if load >= QUIET_LOAD * cores:
+        print(f"still busy after {max_s:g} s (load {load:.2f}); measuring anyway", flush=True)
+    return round(load, 2)
+
+
+def load_note(described: dict[str, Any]) -> str:
+    """`, 1-minute load average 0.12 at the start`, where the results recorded it."""
+    load = described.get("load_at_start")
+    return "" if load is None else f", 1-minute load average {load} at the start"
 
 
 def cpu_line(described: dict[str, Any]) -> str:
@@ -511,7 +538,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Serving benchmark, {result['date']}",
         "",
-        f"{cpu_line(m)}, {m['cores']} cores, {m['memory_gb']} GiB; commit {m['commit']}; "
+        f"{cpu_line(m)}, {m['cores']} cores, {m['memory_gb']} GiB{load_note(m)}; commit {m['commit']}; "
         f"model {one['model']} ({one['arch']}, {one['image_size']} px). Settings: {result['settings']}.",
         "",
         f"## In-process ceiling (one process, 2 threads, {one.get('runtime', 'torch')})",
@@ -627,6 +654,7 @@ def main() -> int:
     parser.add_argument(
         "--soak", type=int, default=10_000, help="predictions for worker memory (0: skip)"
     )
+    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
     args = parser.parse_args()
     os.chdir(ROOT)  # the commit, run/ and .env are the checkout's
     if not KAGGLE.is_dir():
@@ -641,7 +669,7 @@ def main() -> int:
     stack_env = environ_of("realtime1")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": machine(),
+        "machine": {**machine(), "load_at_start": settle(args.settle_s)},
         "settings": {
             # The workers' values (what serve.sh gave them), else this process's settings.
             **{

@@ -1,13 +1,18 @@
 """The serving report states the 3 x peer target against each peer it measured: the peer on
 the stack's runtime (serving alone) and, where measured, the peer on PyTorch (how public
-projects serve), each in a row and a table column of its own."""
+projects serve), each in a row and a table column of its own. The harnesses start on a quiet
+machine and say how quiet it was."""
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 
+import serving
 from serving import markdown, verdicts
 
 
@@ -85,3 +90,24 @@ def test_without_a_pytorch_peer_there_is_no_row_for_it() -> None:
     found = result(None)
     assert not any("PyTorch" in target for target in rows(found))
     assert "peer (torch)" not in markdown(found)
+
+
+def test_the_harness_waits_for_a_quiet_machine_and_reports_the_load_it_started_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loads = iter([3.0, 1.2, 0.1])
+    monkeypatch.setattr(serving.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda _: {0, 1})
+    assert serving.settle(max_s=5, every_s=0.01) == 0.1
+    assert serving.load_note({"load_at_start": 0.1}) == ", 1-minute load average 0.1 at the start"
+    assert serving.load_note({}) == ""
+
+
+def test_a_machine_that_stays_busy_is_measured_anyway_after_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serving.os, "getloadavg", lambda: (1.7, 0.0, 0.0))
+    monkeypatch.setattr(serving.os, "sched_getaffinity", lambda _: {0, 1})
+    started = time.monotonic()
+    assert serving.settle(max_s=0.2, every_s=0.05) == 1.7
+    assert time.monotonic() - started < 2
