@@ -144,24 +144,24 @@ class MicroBatcher(Generic[In, Out]):
             batch.append(waiting)
         return False
 
-    def _refuse_queued(self) -> None:
+    def _taken_queued(self) -> list[_Waiting[In, Out]]:
+        """Everything queued now, taken off the queue (close markers dropped)."""
+        taken: list[_Waiting[In, Out]] = []
         while True:
             try:
                 waiting = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if waiting is not None and waiting.future.set_running_or_notify_cancel():
+                return taken
+            if waiting is not None:
+                taken.append(waiting)
+
+    def _refuse_queued(self) -> None:
+        for waiting in self._taken_queued():
+            if waiting.future.set_running_or_notify_cancel():
                 waiting.future.set_exception(BatcherClosedError("the batcher did not start"))
 
     def _drain(self) -> None:
-        rest: list[_Waiting[In, Out]] = []
-        while True:
-            try:
-                waiting = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if waiting is not None:
-                rest.append(waiting)
+        rest = self._taken_queued()
         for start in range(0, len(rest), self.max_batch_size):
             self._answer(rest[start : start + self.max_batch_size])
 

@@ -169,14 +169,12 @@ def test_a_process_without_batching_counts_each_prediction_as_a_pass_of_one(
 def test_a_batched_engine_is_handed_out_warm_and_a_failed_warm_up_is_raised() -> None:
     """The engine is returned only once its warm-up has run on the batcher's thread (the one
     that runs every pass); a warm-up that fails fails the model's load."""
-    fake = FakeEngine()
     warmed_in: list[str] = []
 
     def warm_up() -> None:
-        fake.predict([], None)
         warmed_in.append(threading.current_thread().name)
 
-    engine = BatchedEngine(fake, 4, 0, "realtime", warm_up=warm_up)
+    engine = BatchedEngine(FakeEngine(), 4, 0, "realtime", warm_up=warm_up)
     assert warmed_in == ["micro-batcher"]
     engine.close()
 
