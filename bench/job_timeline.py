@@ -43,9 +43,9 @@ from serving import (  # noqa: E402
     environ_of,
     load_note,
     log_entries,
-    machine,
     machine_label,
     settle,
+    settled_machine,
     two_processes,
 )
 
@@ -147,7 +147,7 @@ def main() -> int:
 
     # The bulk workers' batch size (what serve.sh gave them), else this process's setting.
     batch_size = int(environ_of("bulk1").get("CATDOG_BATCH_SIZE", get_settings().batch_size))
-    load = settle(args.settle_s)
+    described = settled_machine(args.settle_s)
     job = asyncio.run(job_run(args.url, photos(args.photos), bench_key()))
     time.sleep(1)  # the last log lines
     chunks = chunks_of(job.job_id)
@@ -155,7 +155,7 @@ def main() -> int:
         raise SystemExit(f"no chunk of job {job.job_id} in {RUN}/logs/bulk*.log")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": {**machine(), "load_at_start": load},
+        "machine": described,
         "batch_size": batch_size,
         "timeline": timeline(job, chunks),
         "two_processes_1_thread": two_processes(str(batch_size)),

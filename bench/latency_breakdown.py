@@ -49,9 +49,9 @@ from serving import (  # noqa: E402
     cpu_line,
     load_note,
     log_entries,
-    machine,
     machine_label,
     settle,
+    settled_machine,
 )
 
 PARTS = ("client", "gateway", "worker")
@@ -177,14 +177,14 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
     args = parser.parse_args()
     os.chdir(BENCH.parent)
-    load = settle(args.settle_s)
+    described = settled_machine(args.settle_s)
     datas = [p.read_bytes() for p in photos(200, offset=500)]
     rows, idle_ms = measure(args.url, datas, args.requests)
     if not rows:
         raise SystemExit(f"no worker log line matched; are the workers' logs in {RUN}/logs?")
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": {**machine(), "load_at_start": load},
+        "machine": described,
         "summary": summary(rows),
         "in_process_ms": in_process_batch1_ms(),
         "worker_idle_ms": idle_ms,
