@@ -2,6 +2,7 @@
 byte to its last result, and the resident memory of the processes under test."""
 
 import asyncio
+import os
 import statistics
 import time
 from collections import Counter
@@ -171,6 +172,22 @@ def tree_pids(root: int) -> list[int]:
             except OSError:  # the task ended meanwhile
                 continue
     return found
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, seconds) spent so far by `pid` and its live children; 0.0 for
+    a process that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            # The fields after the command's closing parenthesis: utime and stime are the
+            # 12th and 13th of them (proc(5)).
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def rss_mb(pid: int) -> float:

@@ -21,10 +21,12 @@ Writes bench/results/<date>-serving-<cores>core-<cpu vendor>.json and .md, and t
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -42,7 +44,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 from ceiling import KAGGLE, photos  # noqa: E402
-from load import job_run, predict_load, rss_mb  # noqa: E402
+from load import cpu_s, job_run, predict_load, rss_mb  # noqa: E402
 from reporting import RESULTS, write_results  # noqa: E402
 
 from training.lineage import git_commit  # noqa: E402
@@ -273,6 +275,71 @@ def memory() -> dict[str, float]:
     return {name: rss_mb(pid) for name, pid in processes().items()}
 
 
+def worker_option(name: str, option: str) -> str | None:
+    """An option a stack worker was started with (`--concurrency`), read from its command
+    line: what serve.sh gave it, whatever this process's environment says."""
+    pid = pid_of(name)
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if pid else []
+    except OSError:
+        return None
+    for arg, value in itertools.pairwise(args):
+        if arg == option:
+            return value
+    return None
+
+
+def redis_pid() -> int | None:
+    """The pid of the stack's Redis (its INFO names it) when it runs on this machine."""
+    import redis
+
+    from common.settings import get_settings
+
+    try:
+        client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2)
+        pid = int(client.info("server")["process_id"])
+        running = Path(f"/proc/{pid}/comm").read_text()
+    except (redis.RedisError, KeyError, ValueError, OSError):
+        return None
+    return pid if running.startswith("redis") else None  # not a pid of another namespace
+
+
+def stack_pids() -> dict[str, int]:
+    """The processes whose CPU a /predict run of the stack spends: `processes()` and Redis."""
+    found = processes()
+    if (pid := redis_pid()) is not None:
+        found["redis"] = pid
+    return found
+
+
+class CpuMeter:
+    """CPU time spent over a block by named processes (with their pool children) and by
+    this process, the load client: `per_request(n)` is each one's ms per answered request."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._end: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        spent = {name: cpu_s(pid) for name, pid in self.pids.items()}
+        return {**spent, "client": own.ru_utime + own.ru_stime}
+
+    def __enter__(self) -> "CpuMeter":
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._end = self._now()
+
+    def per_request(self, answered: int) -> dict[str, float]:
+        return {
+            name: round(1000 * (self._end[name] - start) / max(1, answered), 2)
+            for name, start in self._start.items()
+        }
+
+
 class MemorySampler:
     """`sample()` (by default the resident memory of the stack's processes) every
     `every_s`, in a thread."""
@@ -327,13 +394,20 @@ def bench_key() -> dict[str, str]:
 
 
 def curve(
-    url: str, datas: list[bytes], requests: dict[int, int], headers: dict[str, str]
+    url: str,
+    datas: list[bytes],
+    requests: dict[int, int],
+    headers: dict[str, str],
+    pids: dict[str, int],
 ) -> list[dict[str, Any]]:
+    """/predict at each concurrency, with the CPU that `pids` and the client spent on it."""
     points = []
     asyncio.run(predict_load(url, datas, 4, 40, headers))  # warm connections and caches
     for concurrency, count in requests.items():
-        run = asyncio.run(predict_load(url, datas, concurrency, count, headers))
-        points.append(run.summary())
+        with CpuMeter(pids) as cpu:
+            run = asyncio.run(predict_load(url, datas, concurrency, count, headers))
+        summary = run.summary()
+        points.append({**summary, "cpu_ms_per_request": cpu.per_request(summary["ok"])})
         print(f"  concurrency {concurrency}: {points[-1]}", flush=True)
     return points
 
@@ -360,7 +434,7 @@ def stack(url: str, quick: bool, soak: int) -> dict[str, Any]:
     requests = {c: n // scale for c, n in CURVE_REQUESTS.items()}
     print("catdog /predict:", flush=True)
     before = memory()
-    points = curve(url, datas, requests, headers)
+    points = curve(url, datas, requests, headers, stack_pids())
     job_photos = photos(200 if quick else 1000)
     print(f"catdog: one {len(job_photos)}-photo job alone", flush=True)
     with MemorySampler() as sampler:
@@ -413,7 +487,8 @@ def peer(quick: bool, runtime: str) -> list[dict[str, Any]]:
         datas = [p.read_bytes() for p in photos(200, offset=500)]  # as for catdog
         scale = 4 if quick else 1
         print(f"peer-style server /predict ({runtime}):", flush=True)
-        return curve(url, datas, {c: n // scale for c, n in CURVE_REQUESTS.items()}, {})
+        requests = {c: n // scale for c, n in CURVE_REQUESTS.items()}
+        return curve(url, datas, requests, {}, {"peer": server.pid})
     finally:
         server.terminate()
         server.wait(30)
@@ -561,6 +636,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     lines += _curve_table(result)
+    lines += _cpu_table(result)
     job, beside, mem = ours["job"], ours["predict_during_job"], ours["memory_mb"]
     lines += [
         "",
@@ -584,6 +660,56 @@ def markdown(result: dict[str, Any]) -> str:
     for v in result["targets"]:
         lines.append(f"| {v['target']} | {v['measured']} | {'yes' if v['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+# The CPU table's columns: a process counts in the first group whose name starts its own.
+CPU_GROUPS = (
+    ("gateway or peer server", ("gateway", "peer")),
+    ("realtime workers", ("realtime",)),
+    ("bulk workers", ("bulk", "worker")),
+    ("Redis", ("redis",)),
+    ("load client", ("client",)),
+)
+
+
+def _cpu_table(result: dict[str, Any]) -> list[str]:
+    """Each curve point's CPU per answered request, by group of processes, against what the
+    cores hold at that rate; nothing for results from before it was measured."""
+    cores = result["machine"]["cores"]
+    rows = []
+    for name, points in (("catdog", result["catdog"]["predict"]), *_peers(result)):
+        for point in points:
+            spent: dict[str, float] = point.get("cpu_ms_per_request") or {}
+            if not spent or not point["images_per_s"]:
+                continue
+            groups = [
+                sum(ms for process, ms in spent.items() if process.startswith(prefixes))
+                for _, prefixes in CPU_GROUPS
+            ]
+            cells = " | ".join(f"{ms:.2f}" for ms in [*groups, sum(spent.values())])
+            held = 1000 * cores / point["images_per_s"]
+            rows.append(f"| {name} | {point['concurrency']} | {cells} | {held:.2f} |")
+    if not rows:
+        return []
+    ceil = result["ceiling"]
+    per_image = 2 * 1000 / ceil["two_processes_1_thread"]
+    return [
+        "",
+        "## CPU per answered request",
+        "",
+        "Milliseconds of CPU time per answered /predict, read from /proc before and after each "
+        "run (a worker's pool processes count with it). The last column is what the "
+        f"{cores} cores hold at that rate ({cores} x 1000 / img/s); where the others sum to "
+        "less, the cores idled. In process, two 1-thread processes at batch "
+        f"{ceil['best_batch_1_thread']}, each busy all the while, spent {per_image:.2f} ms "
+        "per image.",
+        "",
+        "| server | concurrency | "
+        + " | ".join(group for group, _ in CPU_GROUPS)
+        + " | all | the cores at that rate |",
+        "|" + " --- |" * (len(CPU_GROUPS) + 4),
+        *rows,
+    ]
 
 
 def _curve_table(result: dict[str, Any]) -> list[str]:
@@ -670,10 +796,10 @@ def main() -> int:
                 for name in ("max_batch_size", "max_wait_ms", "batch_size", "chunk_size")
             },
             "realtime_workers": sum(name.startswith("realtime") for name in processes()),
-            "realtime_threads": int(os.environ.get("REALTIME_THREADS", 16)),
+            "realtime_threads": worker_option("realtime1", "--concurrency"),
             "realtime_torch_threads": stack_env.get("CATDOG_WORKER_THREADS"),
             "inference_runtime": stack_runtime(),
-            "bulk_concurrency": int(os.environ.get("BULK_CONCURRENCY", 2)),
+            "bulk_concurrency": worker_option("bulk1", "--concurrency"),
         },
     }
     print("in-process ceiling...", flush=True)

@@ -1,7 +1,8 @@
 """The serving report states the 3 x peer target against each peer it measured: the peer on
 the stack's runtime (serving alone) and, where measured, the peer on PyTorch (how public
 projects serve), each in a row and a table column of its own. The harnesses start on a quiet
-machine and say how quiet it was."""
+machine and say how quiet it was. The report shows the CPU each run spent per answer, by
+group of processes, against what the cores hold at that rate."""
 
 import sys
 import time
@@ -111,3 +112,31 @@ def test_a_machine_that_stays_busy_is_measured_anyway_after_the_wait(
     started = time.monotonic()
     assert serving.settle(max_s=0.2, every_s=0.05) == 1.7
     assert time.monotonic() - started < 2
+
+
+def test_the_cpu_each_answer_cost_is_shown_by_group_against_what_the_cores_hold() -> None:
+    found = result(None)
+    found["catdog"]["predict"][2]["cpu_ms_per_request"] = {
+        "gateway": 2.5,
+        "realtime1": 10.0,
+        "realtime2": 11.0,
+        "bulk1": 0.05,
+        "redis": 0.5,
+        "client": 0.2,
+    }
+    found["peer"][0]["cpu_ms_per_request"] = {"peer": 19.0, "client": 0.3}
+    report = markdown(found)
+    assert "## CPU per answered request" in report
+    # 66 img/s on 2 cores: the cores hold 30.30 ms of CPU per answer.
+    assert "| catdog | 32 | 2.50 | 21.00 | 0.05 | 0.50 | 0.20 | 24.25 | 30.30 |" in report
+    assert (
+        "| peer (onnxruntime) | 1 | 19.00 | 0.00 | 0.00 | 0.00 | 0.30 | 19.30 | 57.14 |" in report
+    )
+    # Points measured without it (and results from before it) get no row.
+    assert "| catdog | 1 |" not in report
+    # The in-process pair at 90 img/s: two busy processes, 22.22 ms of CPU per image.
+    assert "spent 22.22 ms per image" in report
+
+
+def test_results_without_cpu_figures_have_no_cpu_table() -> None:
+    assert "CPU per answered request" not in markdown(result(None))
