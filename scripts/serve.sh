@@ -2,7 +2,7 @@
 # The local serving stack (`make up` runs it after training):
 #   Redis        started here only if none answers at CATDOG_REDIS_URL
 #   workers      REALTIME_WORKERS realtime workers for /predict (one per core), each one
-#                process of REALTIME_THREADS task threads (16) whose requests share
+#                process of REALTIME_THREADS task threads (CATDOG_MAX_BATCH_SIZE) whose requests share
 #                micro-batched forward passes, the cores shared among them (or
 #                CATDOG_WORKER_THREADS torch threads each); and BULK_WORKERS bulk workers (1)
 #                for jobs, BULK_CONCURRENCY processes each (2; the cores shared among them,
@@ -26,7 +26,6 @@ CORES=$(nproc)
 # img/s, 2 x 1 thread 48.1; ONNX Runtime at batch 1, 93 against 79 for one thread), so
 # /predict under load needs a second process to use the second core.
 REALTIME_WORKERS=${REALTIME_WORKERS:-$CORES}
-REALTIME_THREADS=${REALTIME_THREADS:-16}
 BULK_WORKERS=${BULK_WORKERS:-1}
 BULK_CONCURRENCY=${BULK_CONCURRENCY:-2}
 BULK_NICE=${BULK_NICE:-10}
@@ -102,6 +101,11 @@ start_worker() {  # start_worker NAME METRICS_PORT NICE TORCH-THREADS CELERY-ARG
     CATDOG_WORKER_THREADS="$threads" \
     celery -A worker.celery_app:app worker --hostname "$name@%h" --loglevel INFO "$@"
 }
+# A realtime worker holds as many requests as one forward pass takes: on a CPU its process
+# has one core, and requests held beyond that only contend with the pass for it. At
+# concurrency 32 on 2 cores, 4 threads (the default batch) answered 83.4 img/s against 77.6
+# for 16 (means of 5 alternating runs each, AMD EPYC VM, 2026-12-07; bench/README.md).
+REALTIME_THREADS=${REALTIME_THREADS:-$(setting max_batch_size)}
 realtime_torch_threads=${CATDOG_WORKER_THREADS:-$(( CORES / REALTIME_WORKERS > 0 ? CORES / REALTIME_WORKERS : 1 ))}
 for i in $(seq "$REALTIME_WORKERS"); do
   start_worker "realtime$i" $((WORKER_METRICS_PORT + i - 1)) 0 "$realtime_torch_threads" \
