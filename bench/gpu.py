@@ -21,7 +21,6 @@ the test suite. Two parts, each written to the results as soon as it is measured
 import argparse
 import asyncio
 import json
-import os
 import platform
 import re
 import subprocess
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from ceiling import photos, rate  # noqa: E402
-from load import predict_load, rss_mb, tree_pids  # noqa: E402
+from load import cpu_s, predict_load, rss_mb  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import machine  # noqa: E402
 
@@ -162,18 +161,6 @@ async def for_seconds(url: str, datas: list[bytes], concurrency: int, seconds: f
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(seconds, stop.set)
     return await predict_load(url, datas, concurrency, 0, stop=stop)
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) `pid` and its children have used so far."""
-    ticks = 0
-    for each in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def batches_seen(metrics_urls: list[str]) -> dict[str, float]:
