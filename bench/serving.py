@@ -662,7 +662,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The CPU table's columns: a process counts in the first group whose name starts its own.
+# The CPU table's columns, each a group of processes named by these prefixes (no name has two).
 CPU_GROUPS = (
     ("gateway or peer server", ("gateway", "peer")),
     ("realtime workers", ("realtime",)),
