@@ -63,8 +63,16 @@ def test_the_cpu_each_process_and_the_client_spend_in_a_run_is_counted_per_answe
 def test_a_workers_options_are_read_from_its_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
-    worker = subprocess.Popen([*sleeper, "--pool", "threads", "--concurrency", "4"])
+    sleeper = [sys.executable, "-c", CHILD]
+    worker = subprocess.Popen(
+        [*sleeper, "--pool", "threads", "--concurrency", "4"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    # Running, not only started: Popen can return while the kernel is still setting up the
+    # new program, whose command line then reads empty.
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
     try:
         monkeypatch.setattr(serving, "RUN", tmp_path)
         (tmp_path / "realtime1.pid").write_text(str(worker.pid))
