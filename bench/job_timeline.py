@@ -37,14 +37,13 @@ from load import JobRun, job_run  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
-    SETTLE_S,
+    add_settle_option,
     bench_key,
     cpu_line,
     environ_of,
     load_note,
     log_entries,
     machine_label,
-    settle,
     settled_machine,
     two_processes,
 )
@@ -140,7 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--photos", type=int, default=1000)
-    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
+    add_settle_option(parser)
     args = parser.parse_args()
     os.chdir(BENCH.parent)
     from common.settings import get_settings

@@ -43,14 +43,13 @@ from http_client import Connection, upload_request  # noqa: E402
 from reporting import write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
-    SETTLE_S,
+    add_settle_option,
     bench_key,
     ceiling_alone,
     cpu_line,
     load_note,
     log_entries,
     machine_label,
-    settle,
     settled_machine,
 )
 
@@ -174,7 +173,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CATDOG_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
+    add_settle_option(parser)
     args = parser.parse_args()
     os.chdir(BENCH.parent)
     described = settled_machine(args.settle_s)

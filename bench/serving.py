@@ -110,6 +110,17 @@ def settled_machine(max_s: float = SETTLE_S) -> dict[str, Any]:
     return {**machine(), "load_at_start": load}
 
 
+def add_settle_option(parser: argparse.ArgumentParser) -> None:
+    """`--settle-s`, read by `settled_machine`: the harnesses' one way to say how long to wait."""
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=SETTLE_S,
+        help=f"wait at most this long (seconds, default {SETTLE_S:g}) for the 1-minute load "
+        f"average to fall below {QUIET_LOAD} per core before measuring",
+    )
+
+
 def load_note(described: dict[str, Any]) -> str:
     """`, 1-minute load average 0.12 at the start`, where the results recorded it."""
     load = described.get("load_at_start")
@@ -773,7 +784,7 @@ def main() -> int:
     parser.add_argument(
         "--soak", type=int, default=10_000, help="predictions for worker memory (0: skip)"
     )
-    parser.add_argument("--settle-s", type=float, default=SETTLE_S, help=settle.__doc__)
+    add_settle_option(parser)
     args = parser.parse_args()
     os.chdir(ROOT)  # the commit, run/ and .env are the checkout's
     if not KAGGLE.is_dir():
