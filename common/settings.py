@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     # Worker runtime. Bulk: images per forward pass (a job's chunks hold `chunk_size`); 4 ran
     # fastest on a 2-core CPU, where 32 ran at less than half its speed (bench/README.md).
     batch_size: int = Field(default=4, gt=0)
+    # Chunk messages a bulk worker holds per pool process, the one it runs included
+    # (Celery's prefetch multiplier, for workers of the bulk queue alone). 2: a process's
+    # next chunk waits in its host instead of being fetched from Redis once the last one
+    # is acknowledged (a quarter less idle between chunks, bench/README.md); the price, with
+    # several bulk hosts, is that a job's last chunks may wait on a busy host while another
+    # is idle. A waiting chunk is marked held by its host, so the sweeper re-drives it at
+    # once if the host dies (worker.sweeper, rule 1).
+    bulk_prefetch_multiplier: int = Field(default=2, gt=0)
     # Realtime micro-batching (worker.batcher): the /predict requests a threaded realtime
     # worker holds at once share one forward pass of at most `max_batch_size` images
     # (4: the best batch on a 2-core CPU, bench/README.md),

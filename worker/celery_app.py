@@ -25,14 +25,17 @@ import contextlib
 import logging
 import os
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import signals
 
 from common.logging_setup import configure_logging
-from common.messaging import make_celery, publish_chunk, publish_job_ended
+from common.messaging import CHUNK_TASK, make_celery, publish_chunk, publish_job_ended
 from common.settings import Settings, get_settings
+from common.store import jobs, workers
 from common.store.ops import Store
 from worker import consuming, metrics, runtime, sweeper
 
@@ -114,6 +117,8 @@ def _remember_identity(sender: str, instance: Any, **_: Any) -> None:
     runtime.set_identity(identity)
     if identity.queues == [settings.realtime_queue]:
         _without_ack_emulation(instance.app)
+    if identity.queues == [settings.bulk_queue]:
+        _prefetch(instance, settings.bulk_prefetch_multiplier)
     consuming.hold_back(instance.app, identity.queues)  # until a process has a model
     if identity.pool == "threads":
         # The task threads share this process's model: load it before consuming anything.
@@ -132,6 +137,39 @@ def _without_ack_emulation(celery: Any) -> None:
     connects, after this hook."""
     options = dict(celery.conf.broker_transport_options or {})
     celery.conf.broker_transport_options = {**options, "ack_emulation": False}
+
+
+@cache
+def _main_store() -> Store:
+    return Store.from_url(get_settings().redis_url)
+
+
+@signals.task_received.connect
+def _reserve_chunk(request: Any = None, **_: Any) -> None:
+    """Main process, as a chunk's message arrives and before a pool process has it: the
+    chunk is held by this host until a process starts it, so a host that dies with chunks
+    waiting in its prefetch (or in a retry's countdown) has them re-driven by the sweeper at
+    once, not after the stall timeout. Kombu would give them back only after the
+    visibility timeout (an hour)."""
+    if request is None or request.name != CHUNK_TASK:
+        return
+    job_id, chunk = request.args[0], int(request.args[1])
+    holder = workers.host_holder(runtime.identity().hostname)
+    try:
+        _main_store()(jobs.reserve_chunk(job_id, chunk, holder))
+    except redis.RedisError as exc:  # the stall rule still recovers the chunk
+        log.warning("chunk not marked reserved", extra={"job_id": job_id, "error": str(exc)})
+
+
+def _prefetch(worker: Any, multiplier: int) -> None:
+    """A worker of the bulk queue alone holds `multiplier` chunk messages per pool process,
+    so a process's next chunk is in hand when its last one ends instead of fetched from
+    Redis once the last is acknowledged (the median gap between a process's chunks fell
+    from 8.1 to 6.1 ms, bench/README.md). Not for /predict: a request must never wait in
+    one worker's prefetch while another worker is free. The consumer exists by now, built
+    with the app's multiplier; it reads these when it starts, after this hook."""
+    worker.prefetch_multiplier = worker.consumer.prefetch_multiplier = multiplier
+    worker.consumer.initial_prefetch_count = max(int(worker.concurrency or 1), 1) * multiplier
 
 
 class _CeleryPublisher:

@@ -6,9 +6,11 @@ every watched job (`common.store.sweeps`) and applies three rules:
 
 1. **A chunk held by a dead process** (its holder's heartbeat has expired: the worker host
    died, its link went down, the process was killed by the hard time limit) is published
-   again at once, with the items it had not finished.
+   again at once, with the items it had not finished. So is a chunk whose message waited
+   in the prefetch of a host none of whose processes beats any more (`jobs.reserve_chunk`).
 2. **A stalled job**: no sign of life for `stall_timeout_s`, no live process holding any of
-   its chunks and nothing waiting in the bulk queue (so it is not merely waiting its turn):
+   its chunks (a host's mark on a chunk waiting in its prefetch does not count) and nothing
+   waiting in the bulk queue (so it is not merely waiting its turn):
    its chunk messages were lost (Redis lost its last second of writes, the gateway died
    between creating the job and queueing it, a task raised an error nobody retries). Every
    chunk with unfinished items is published again. After `max_redrives` such re-drives the
@@ -83,7 +85,7 @@ class SweepReport:
 def sweep(store: Store, publish: Publisher, config: SweepConfig) -> SweepReport:
     """One pass over every watched job."""
     report = SweepReport()
-    live = {hb.worker_id for hb in store(workers.live())}
+    live = workers.live_holders(store(workers.live()))
     watched = store(sweeps.watched())
     for job_id, last_seen in watched.jobs:
         _sweep_job(store, publish, config, report, job_id, watched.now - last_seen, live)
@@ -130,7 +132,11 @@ def _sweep_job(
             extra={"job_id": job_id, "chunks": sorted(dead), "holders": sorted(set(dead.values()))},
         )
         return
-    if not stalled or state.holders or state.queued_messages:
+    # A host's mark on a waiting chunk does not hold the stall rule off: one whose release
+    # was lost (Redis down as its task ended) would keep a live host's job stuck. At worst
+    # a chunk that waited this long in a prefetch runs twice, and each item is written once.
+    held = any(not workers.is_host_holder(holder) for holder in state.holders.values())
+    if not stalled or held or state.queued_messages:
         return
     # rule 2
     if record.redrives >= config.max_redrives:

@@ -20,7 +20,7 @@ from common.logging_setup import request_id_var
 from common.messaging import CHUNK_TASK, JOB_ENDED_TASK, PREDICT_TASK
 from common.quality import QualityConfig
 from common.settings import get_settings
-from common.store import jobs, limits
+from common.store import jobs, limits, workers
 from common.store.ops import Store
 from common.wire import ItemResult
 from worker import bulk, callbacks, metrics, realtime, runtime
@@ -120,9 +120,11 @@ def run_chunk(
         elif outcome.timed_out:  # the rest of the chunk, at once, one item at a time
             raise self.retry(countdown=0)
     finally:
-        if holder:  # however the run ended; a chunk that raised is the sweeper's to re-drive
-            with contextlib.suppress(redis.RedisError):
-                _store()(jobs.release_chunk(job_id, chunk, holder))
+        # However the run ended; a chunk that raised is the sweeper's to re-drive. The host's
+        # mark goes too if no process took it over (a chunk whose model never loaded).
+        reserved = workers.host_holder(runtime.identity().hostname)
+        with contextlib.suppress(redis.RedisError):
+            _store()(jobs.release_chunk(job_id, chunk, *filter(None, [holder, reserved])))
         request_id_var.reset(token)
 
 

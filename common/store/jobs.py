@@ -212,9 +212,23 @@ end
 return {{status, n, redis.call('HGET', KEYS[1], 'owner') or ''}}
 """)
 
-# KEYS: holders. ARGV: chunk, holder. Lets go of the chunk if this holder still has it.
+# KEYS: meta, holders. ARGV: chunk, holder. Marks the chunk held by `holder` unless the job
+# has ended or someone already holds it. Returns 1 if it did.
+_RESERVE_CHUNK = script(f"""
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or {LUA_ENDED} then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+""")
+
+# KEYS: holders. ARGV: chunk, holders... Lets go of the chunk if one of these still has it.
 _RELEASE_CHUNK = script("""
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+local holder = redis.call('HGET', KEYS[1], ARGV[1])
+for i = 2, #ARGV do
+  if holder == ARGV[i] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
 return 0
 """)
 
@@ -471,9 +485,20 @@ def count_attempts(job_id: str, indices: Sequence[int]) -> Op[list[int]]:
     return Op(send, lambda counts: [int(n) for n in counts])
 
 
-def release_chunk(job_id: str, chunk: int, holder: str) -> Op[bool]:
-    """The chunk's run ended, however it ended: `holder` no longer has it."""
-    return Op(lambda client: _RELEASE_CHUNK(client, [keys.holders(job_id)], [chunk, holder]), bool)
+def reserve_chunk(job_id: str, chunk: int, holder: str) -> Op[bool]:
+    """A worker host took the chunk's message and keeps it until a pool process is free
+    (Celery's prefetch): the chunk is held by `holder` (`workers.host_holder`) until a
+    process starts it (`start_chunk` then names the process). A chunk some process holds
+    already keeps its holder. True if the mark was made."""
+    names = [keys.job(job_id), keys.holders(job_id)]
+    return Op(lambda client: _RESERVE_CHUNK(client, names, [chunk, holder]), bool)
+
+
+def release_chunk(job_id: str, chunk: int, *holders: str) -> Op[bool]:
+    """The chunk's run ended, however it ended: none of `holders` has it any more."""
+    return Op(
+        lambda client: _RELEASE_CHUNK(client, [keys.holders(job_id)], [chunk, *holders]), bool
+    )
 
 
 def complete(job_id: str, results: Sequence[ItemResult]) -> Op[Completion]:

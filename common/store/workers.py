@@ -55,6 +55,26 @@ def forget(worker_id: str) -> Op[Any]:
     return Op(send)
 
 
+_RESERVED = ":reserved"
+
+
+def host_holder(hostname: str) -> str:
+    """The holder of a chunk whose message the worker `hostname` took but none of its
+    processes has started (it waits in the host's prefetch, `jobs.reserve_chunk`)."""
+    return hostname + _RESERVED
+
+
+def is_host_holder(holder: str) -> bool:
+    return holder.endswith(_RESERVED)
+
+
+def live_holders(heartbeats: Sequence[Heartbeat]) -> set[str]:
+    """Who may hold a chunk and is alive: each beating process, and each host with a
+    beating process (a host's waiting messages die with it, not with one of its
+    processes: Celery hands them to the process that replaces it)."""
+    return {hb.worker_id for hb in heartbeats} | {host_holder(hb.hostname) for hb in heartbeats}
+
+
 def live() -> Op[list[Heartbeat]]:
     return Op(
         lambda client: _LIVE(client, [keys.WORKERS], [keys.WORKER_PREFIX]),

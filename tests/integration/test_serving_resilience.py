@@ -85,7 +85,8 @@ def lone_stack(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> It
 def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
     lone_stack: Stack, photo_dir: Path, receiver: Callable[[list[int]], CallbackReceiver]
 ) -> None:
-    worker_a = lone_stack.add_worker("a", concurrency=1)
+    # Of the bulk queue alone, as deployed: it keeps a second chunk in its prefetch.
+    worker_a = lone_stack.add_worker("a", concurrency=1, queues=lone_stack.settings().bulk_queue)
     photos = sorted((photo_dir / "kaggle").glob("*.jpg"))
     files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
     hook = receiver([])
@@ -103,11 +104,14 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
         killed_at = time.monotonic()
         assert done_at_kill < 200
 
-        lone_stack.add_worker("b", concurrency=1)
+        # The survivor's sweeper never calls the job stalled: both of "a"'s chunks (the one
+        # it ran and the one waiting in its prefetch) come back by the dead-holder rule.
+        survivor = lone_stack.add_worker("b", concurrency=1, stall_timeout_s=3600)
         final = wait_for_job(client, job_id, timeout_s=RECOVERY_BOUND_S)
         recovered_after_s = time.monotonic() - killed_at
         items = all_items(client, job_id)
     wait_until(lambda: _settled(lone_stack, job_id), 30, "the job's end reported")
+    survivor.stop()  # later tests need a sweeper with the module's stall timeout
 
     assert recovered_after_s < RECOVERY_BOUND_S
     assert len(hook.calls) == 1
@@ -121,7 +125,9 @@ def test_worker_killed_mid_job_leaves_the_job_complete_with_every_item_once(
     deliveries = {int(v) for v in redis.hvals(keys.deliveries(job_id))}
     assert max(deliveries) >= 2, "the killed worker's chunk was delivered again"
     assert len(redis.hvals(keys.attempts(job_id))) == 200
-    assert "chunks of a dead worker process queued again" in lone_stack.worker_logs()
+    logs = lone_stack.worker_logs()
+    assert "chunks of a dead worker process queued again" in logs
+    assert ':reserved"' in logs, "no chunk waited in the killed worker's prefetch"
 
 
 def _run(module: str, stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -97,6 +97,47 @@ def test_a_chunk_whose_holder_is_alive_is_left_alone_however_long_it_runs(
     assert publish.chunks == []
 
 
+def test_a_chunk_waiting_in_the_prefetch_of_a_host_with_no_live_process_is_queued_again(
+    store: Store, publish: Recorder
+) -> None:
+    job_id = new_job(store)
+    beat(store, "w@h:7")  # another host lives; nothing of "v@h" beats
+    store(jobs.reserve_chunk(job_id, 2, workers.host_holder("v@h")))
+
+    report = sweep(store, publish, CONFIG)
+
+    assert publish.chunks == [(job_id, 2, [6])]
+    assert report.dead_holder == [(job_id, 2)]
+    assert store.redis.hlen(keys.holders(job_id)) == 0
+
+
+def test_a_chunk_waiting_in_the_prefetch_of_a_live_host_is_left_to_it(
+    store: Store, publish: Recorder
+) -> None:
+    job_id = new_job(store)
+    beat(store, "w@h:7")  # a process of host "w@h"
+    store(jobs.reserve_chunk(job_id, 2, workers.host_holder("w@h")))
+    quiet_for(store.redis, job_id, CONFIG.stall_timeout_s - 5)
+
+    sweep(store, publish, CONFIG)
+
+    assert publish.chunks == []
+
+
+def test_a_live_hosts_mark_does_not_keep_a_stalled_job_from_being_driven_again(
+    store: Store, publish: Recorder
+) -> None:
+    # A mark whose release was lost (Redis down as the task ended) must not stall the job.
+    job_id = new_job(store)
+    beat(store, "w@h:7")
+    store(jobs.reserve_chunk(job_id, 2, workers.host_holder("w@h")))
+    quiet_for(store.redis, job_id, CONFIG.stall_timeout_s + 1)
+
+    report = sweep(store, publish, CONFIG)
+
+    assert report.stalled == [(job_id, 0), (job_id, 1), (job_id, 2)]
+
+
 def test_a_stalled_job_has_every_unfinished_chunk_queued_again(
     store: Store, publish: Recorder
 ) -> None:

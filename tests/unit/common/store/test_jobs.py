@@ -131,6 +131,41 @@ def test_chunk_deliveries_and_item_attempts_are_counted(run: Run, raw: redis.Red
     assert run(jobs.start_chunk("missing", 0)) == ChunkStart(None, 0, "")
 
 
+def test_a_hosts_mark_on_a_waiting_chunk_gives_way_to_the_process_that_starts_it(
+    run: Run, raw: redis.Redis
+) -> None:
+    job_id = create(run, 2)
+    holders = keys.holders(job_id)
+    assert run(jobs.reserve_chunk(job_id, 0, "w@h:reserved")) is True
+    assert raw.hget(holders, "0") == b"w@h:reserved"
+    assert 0 < raw.ttl(holders) <= 60
+    # A second message of the same chunk does not take it from its holder.
+    assert run(jobs.reserve_chunk(job_id, 0, "v@h:reserved")) is False
+    run(jobs.start_chunk(job_id, 0, "w@h:7"))
+    assert raw.hget(holders, "0") == b"w@h:7"
+    assert run(jobs.reserve_chunk(job_id, 0, "w@h:reserved")) is False  # nor from a process
+    assert run(jobs.release_chunk(job_id, 0, "w@h:8", "w@h:reserved")) is False
+    assert run(jobs.release_chunk(job_id, 0, "w@h:7", "w@h:reserved")) is True
+    assert raw.hlen(holders) == 0
+
+
+def test_a_mark_left_by_a_chunk_no_process_started_is_released_by_its_host(
+    run: Run, raw: redis.Redis
+) -> None:
+    job_id = create(run, 2)
+    run(jobs.reserve_chunk(job_id, 1, "w@h:reserved"))
+    assert run(jobs.release_chunk(job_id, 1, "w@h:reserved")) is True
+    assert raw.hlen(keys.holders(job_id)) == 0
+
+
+def test_no_chunk_of_an_ended_or_missing_job_is_marked(run: Run, raw: redis.Redis) -> None:
+    job_id = create(run, 1)
+    run(jobs.complete(job_id, [ok(0)]))
+    assert run(jobs.reserve_chunk(job_id, 0, "w@h:reserved")) is False
+    assert run(jobs.reserve_chunk("missing", 0, "w@h:reserved")) is False
+    assert raw.hlen(keys.holders(job_id)) == 0
+
+
 def test_images_are_read_and_dropped_by_index(run: Run) -> None:
     job_id = create(run, 3)
     for i in range(3):
