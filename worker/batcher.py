@@ -70,6 +70,10 @@ class MicroBatcher(Generic[In, Out]):
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[_Waiting[In, Out] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        # Held while a submit checks `_closed` and queues its item, and while the batcher
+        # closes: an item is either queued before the close marker (and answered) or
+        # refused, never queued after the thread has drained and gone.
+        self._closing = threading.Lock()
         self._warm_up = warm_up
         # Done once the thread has run `warm_up`, before its first pass; holds the exception
         # when the warm-up failed (the batcher is closed then).
@@ -78,10 +82,11 @@ class MicroBatcher(Generic[In, Out]):
         self._thread.start()
 
     def submit(self, item: In) -> Future[Out]:
-        if self._closed.is_set():
-            raise BatcherClosedError("the batcher is closed")
         future: Future[Out] = Future()
-        self._queue.put(_Waiting(item, future, time.perf_counter()))
+        with self._closing:
+            if self._closed.is_set():
+                raise BatcherClosedError("the batcher is closed")
+            self._queue.put(_Waiting(item, future, time.perf_counter()))
         return future
 
     def waiting(self) -> int:
@@ -94,9 +99,10 @@ class MicroBatcher(Generic[In, Out]):
 
     def close(self, timeout: float = 30.0) -> None:
         """Answer what is queued, then stop the thread."""
-        if not self._closed.is_set():
-            self._closed.set()
-            self._queue.put(None)
+        with self._closing:
+            if not self._closed.is_set():
+                self._closed.set()
+                self._queue.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -119,7 +125,8 @@ class MicroBatcher(Generic[In, Out]):
             if self._warm_up is not None:
                 self._warm_up()
         except BaseException as exc:
-            self._closed.set()
+            with self._closing:
+                self._closed.set()
             self.ready.set_exception(exc)
             self._refuse_queued()
             return False

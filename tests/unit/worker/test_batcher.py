@@ -3,6 +3,7 @@
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,32 @@ def test_a_failed_warm_up_is_reported_and_the_batcher_takes_no_work() -> None:
         batcher.ready.result(5)
     with pytest.raises(BatcherClosedError):
         batcher.submit(1)
+
+
+class _CloseDuringPut:
+    """The batcher's queue, except that the first item's `put` lets a close run first (for
+    at most half a second): the moment between `submit`'s closed check and its put."""
+
+    def __init__(self, batcher: MicroBatcher[int, int]) -> None:
+        self.inner = batcher._queue
+        self.closer = threading.Thread(target=batcher.close)
+
+    def put(self, waiting: Any) -> None:
+        if waiting is not None and not self.closer.is_alive() and self.closer.ident is None:
+            self.closer.start()
+            self.closer.join(0.5)
+        self.inner.put(waiting)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_request_submitted_as_the_batcher_closes_is_still_answered() -> None:
+    batcher = MicroBatcher(Recorder(), max_batch_size=4, max_wait_ms=0)
+    racing = _CloseDuringPut(batcher)
+    batcher._queue = racing  # type: ignore[assignment]
+    future = batcher.submit(4)  # accepted: it must be answered, not left waiting
+    assert future.result(timeout=5) == 40
+    racing.closer.join(5)
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(5)
