@@ -167,9 +167,12 @@ def _prefetch(worker: Any, multiplier: int) -> None:
     Redis once the last is acknowledged (the median gap between a process's chunks fell
     from 8.1 to 6.1 ms, bench/README.md). Not for /predict: a request must never wait in
     one worker's prefetch while another worker is free. The consumer exists by now, built
-    with the app's multiplier; it reads these when it starts, after this hook."""
-    worker.prefetch_multiplier = worker.consumer.prefetch_multiplier = multiplier
-    worker.consumer.initial_prefetch_count = max(int(worker.concurrency or 1), 1) * multiplier
+    with the app's multiplier (its count is processes x that); it reads these when it
+    starts, after this hook."""
+    consumer = worker.consumer
+    processes = consumer.initial_prefetch_count // consumer.prefetch_multiplier
+    consumer.prefetch_multiplier = multiplier
+    consumer.initial_prefetch_count = processes * multiplier
 
 
 class _CeleryPublisher:
