@@ -1,6 +1,7 @@
 """The dependency audit's exceptions expire on their date, and the secret scan fails on a
 secret that is not in the reviewed baseline."""
 
+import hashlib
 import importlib.util
 import subprocess
 import sys
@@ -38,13 +39,29 @@ def test_the_committed_exceptions_file_parses() -> None:
     load("audit_dependencies").accepted(date.today())
 
 
-def test_a_new_secret_in_the_tree_fails_the_scan(tmp_path: Path) -> None:
-    leak = ROOT / "common" / "zz_planted_secret_test.py"
-    leak.write_text('AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n')
+def test_a_new_secret_in_the_tree_fails_the_scan_and_a_results_commit_id_does_not() -> None:
+    # Made here, so that this file holds no 40-hex literal for the scan to flag.
+    commit = hashlib.sha1(b"a measured commit").hexdigest()
+    planted = {
+        ROOT / "common" / "zz_planted_secret_test.py": (
+            'AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n'
+        ),
+        # The same hex under another name is still a finding: only a commit id is let through.
+        ROOT / "bench" / "zz_planted_token_test.json": f'{{\n  "token": "{commit}"\n}}\n',
+        ROOT / "bench" / "zz_planted_result_test.json": (
+            f'{{\n  "machine": {{\n    "commit": "{commit}",\n    "cores": 2\n  }}\n}}\n'
+        ),
+    }
+    for path, text in planted.items():
+        path.write_text(text)
     try:
         scan = subprocess.run(
             [sys.executable, "scripts/scan_secrets.py"], cwd=ROOT, capture_output=True, text=True
         )
     finally:
-        leak.unlink()
-    assert scan.returncode == 1 and "zz_planted_secret_test.py" in scan.stdout
+        for path in planted:
+            path.unlink()
+    assert scan.returncode == 1
+    assert "zz_planted_secret_test.py" in scan.stdout
+    assert "zz_planted_token_test.json" in scan.stdout
+    assert "zz_planted_result_test.json" not in scan.stdout
