@@ -140,7 +140,9 @@ def _without_ack_emulation(celery: Any) -> None:
 
 
 @cache
-def _main_store() -> Store:
+def task_store() -> Store:
+    """The Store this process's tasks and signal handlers share, made on first use (a pool
+    child that inherits it gets fresh connections: redis-py's pool checks the pid)."""
     return Store.from_url(get_settings().redis_url)
 
 
@@ -156,7 +158,7 @@ def _reserve_chunk(request: Any = None, **_: Any) -> None:
     job_id, chunk = request.args[0], int(request.args[1])
     holder = workers.host_holder(runtime.identity().hostname)
     try:
-        _main_store()(jobs.reserve_chunk(job_id, chunk, holder))
+        task_store()(jobs.reserve_chunk(job_id, chunk, holder))
     except redis.RedisError as exc:  # the stall rule still recovers the chunk
         log.warning("chunk not marked reserved", extra={"job_id": job_id, "error": str(exc)})
 

@@ -4,7 +4,6 @@ plain functions in `worker.realtime`, `worker.bulk` and `worker.callbacks`."""
 import contextlib
 import logging
 import time
-from functools import cache
 
 import redis
 from celery import Task
@@ -24,17 +23,12 @@ from common.store import jobs, limits, workers
 from common.store.ops import Store
 from common.wire import ItemResult
 from worker import bulk, callbacks, metrics, realtime, runtime
-from worker.celery_app import app
+from worker.celery_app import app, task_store
 
 log = logging.getLogger(__name__)
 
 # A chunk whose model cannot load waits this often before its items fail.
 MODEL_RETRIES = 5
-
-
-@cache
-def _store() -> Store:
-    return Store.from_url(get_settings().redis_url)
 
 
 # No task events for /predict (Flower shows job chunks and the workers): at tens of requests a
@@ -57,7 +51,7 @@ def predict(
     try:
         with runtime.watching(f"predict {prediction_id}"):
             realtime.serve_prediction(
-                _store(),
+                task_store(),
                 lambda: runtime.model_host().realtime_engine(),
                 prediction_id,
                 ImageLimits.from_settings(settings),
@@ -101,7 +95,7 @@ def run_chunk(
             _fail_items(job_id, indices, exc)
             return
         outcome = bulk.run_chunk(
-            _store(),
+            task_store(),
             engine,
             job_id,
             chunk,
@@ -124,12 +118,12 @@ def run_chunk(
         # mark goes too if no process took it over (a chunk whose model never loaded).
         reserved = workers.host_holder(runtime.identity().hostname)
         with contextlib.suppress(redis.RedisError):
-            _store()(jobs.release_chunk(job_id, chunk, *filter(None, [holder, reserved])))
+            task_store()(jobs.release_chunk(job_id, chunk, *filter(None, [holder, reserved])))
         request_id_var.reset(token)
 
 
 def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) -> None:
-    store = _store()
+    store = task_store()
     pending = store(jobs.unfinished(job_id, indices))
     failures = [ItemResult.failure(i, exc.reason, exc.message) for i in pending]
     queue = get_settings().bulk_queue
@@ -143,7 +137,7 @@ def _fail_items(job_id: str, indices: list[int], exc: ModelNotAvailableError) ->
 def job_ended(self: Task, job_id: str) -> None:
     """The one owner of what follows a job's end, however it ended (its last item, a cancel,
     every file refused): count it and log it once, then deliver its callback."""
-    store = _store()
+    store = task_store()
     try:
         record = store(jobs.read(job_id))
     except (JobNotFoundError, JobExpiredError):
