@@ -34,16 +34,14 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from ceiling import photos  # noqa: E402
 from load import JobRun, job_run  # noqa: E402
-from reporting import write_results  # noqa: E402
+from reporting import cpu_line, machine_label, write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
     add_settle_option,
     bench_key,
-    cpu_line,
     environ_of,
     load_note,
     log_entries,
-    machine_label,
     settled_machine,
     two_processes,
 )

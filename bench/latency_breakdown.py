@@ -40,16 +40,14 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from ceiling import photos  # noqa: E402
 from http_client import Connection, upload_request  # noqa: E402
-from reporting import write_results  # noqa: E402
+from reporting import cpu_line, machine_label, write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
     add_settle_option,
     bench_key,
     ceiling_alone,
-    cpu_line,
     load_note,
     log_entries,
-    machine_label,
     settled_machine,
 )
 

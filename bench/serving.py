@@ -13,7 +13,8 @@ the in-process ceiling and against a peer-style server, on this machine, in one 
    is not PyTorch, on PyTorch too (how the public projects of this assignment serve).
 
 Writes bench/results/<date>-serving-<cores>core-<cpu vendor>.json and .md, and the throughput and p95 plot
-(.png), and prints each target of the performance issue as met or not met.
+(.png), prints each target of the performance issue as met or not met, and rewrites the
+table of every run so far (bench/history.py).
 
     python bench/serving.py                   # everything (about 10 minutes on 2 cores)
     python bench/serving.py --quick           # fewer requests, for trying the harness
@@ -25,7 +26,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import resource
 import socket
 import subprocess
@@ -44,8 +44,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 from ceiling import KAGGLE, photos  # noqa: E402
+from history import write_history  # noqa: E402
 from load import cpu_s, job_run, predict_load, rss_mb  # noqa: E402
-from reporting import RESULTS, write_results  # noqa: E402
+from reporting import RESULTS, cpu_line, machine_label, write_results  # noqa: E402
 
 from training.lineage import git_commit  # noqa: E402
 
@@ -125,23 +126,6 @@ def load_note(described: dict[str, Any]) -> str:
     """`, 1-minute load average 0.12 at the start`, where the results recorded it."""
     load = described.get("load_at_start")
     return "" if load is None else f", 1-minute load average {load} at the start"
-
-
-def cpu_line(described: dict[str, Any]) -> str:
-    """`AMD EPYC (family 23 model 1 stepping 2)`: the CPU as the results' headers name it."""
-    cpu_id = described.get("cpu_id")
-    return f"{described['cpu']} ({cpu_id})" if cpu_id else str(described["cpu"])
-
-
-def machine_label(described: dict[str, Any]) -> str:
-    """`2core-intel-6-207`: the cores, the CPU's vendor and, where known, its family and model.
-    This project's VMs have been Intel and AMD machines of two cores, and two of one vendor
-    ran the model 2.4 times apart: each generation's results keep files of their own."""
-    vendor = re.sub(r"\(r\)|[^a-z]", "", described["cpu"].split()[0].lower()) or "cpu"
-    label = f"{described['cores']}core-{vendor}"
-    if known := re.match(r"family (\d+) model (\d+)", described.get("cpu_id") or ""):
-        label += f"-{known[1]}-{known[2]}"
-    return label
 
 
 def ceiling_alone(*args: str) -> dict[str, Any]:
@@ -834,6 +818,7 @@ def main() -> int:
     stem = write_results(name, result, markdown(result))
     plot(result, stem.with_suffix(".png"))
     print(f"results: {stem}.json, .md, .png (under {RESULTS})")
+    print(f"every run so far: {write_history()}.md, .png")
     return 0
 
 

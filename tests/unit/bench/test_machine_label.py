@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 
-from serving import machine_label
+from reporting import machine_label
 
 
 def test_two_generations_of_one_vendor_get_different_labels() -> None:
