@@ -6,14 +6,19 @@ from pathlib import Path
 
 from training.artifacts import SPLITS_DIR
 
+# Measurements, not code: `make bench` rewrites the tracked history of its runs
+# (bench/history.py), which must not mark every later run's commit as dirty.
+NOT_CODE = ":(top,exclude)bench/results"
+
 
 def git_commit() -> str:
+    """HEAD's commit, with `-dirty` when tracked code differs from it."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", NOT_CODE],
             capture_output=True,
             text=True,
             check=True,
