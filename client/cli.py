@@ -128,7 +128,11 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catdog", description="Classify photos as cat or dog.")
-    parser.add_argument("--url", default=os.environ.get("CATDOG_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CATDOG_URL", DEFAULT_URL),
+        help=f"service URL (default: $CATDOG_URL, else {DEFAULT_URL})",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument(
         "--api-key", default=os.environ.get("CATDOG_API_KEY"), help="default: $CATDOG_API_KEY"
@@ -145,8 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("folder", type=Path)
     submit.add_argument("--wait", action="store_true", help="wait, then write the results")
     submit.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
-    submit.add_argument("--idempotency-key")
-    submit.add_argument("--callback-url")
+    submit.add_argument(
+        "--idempotency-key",
+        help="a retry with the same key and the same photos gets the first job, not a new one",
+    )
+    submit.add_argument(
+        "--callback-url", help="the service POSTs the job's summary here, signed, when it ends"
+    )
     _output_options(submit)
     submit.set_defaults(run=cmd_jobs_submit)
     subs = [predict, submit]
