@@ -6,6 +6,7 @@ never logged, stored or put in a metric label. With `CATDOG_AUTH=off` every requ
 one anonymous caller, without per-key limits (the global queue guard still holds).
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -71,8 +72,10 @@ async def authenticate(request: Request, services: Services) -> Caller:
     if refusal := key.refusal(time.time()):
         raise UnauthorizedError(refusal)
     if admission.wait_s > 0:
+        # Rounded up, so a wait of a few milliseconds never reads "retry in 0.0 s".
+        wait_s = math.ceil(admission.wait_s * 10) / 10
         raise RateLimitedError(
-            f"the API key {key.key_id} is over its request rate; retry in {admission.wait_s:.1f} s",
-            retry_after_s=int(admission.wait_s + 0.999),
+            f"the API key {key.key_id} is over its request rate; retry in {wait_s:.1f} s",
+            retry_after_s=math.ceil(admission.wait_s),
         )
     return Caller(key.key_id, key.name, limits_of(key, settings))

@@ -1,6 +1,8 @@
 """How the gateway knows its caller: the key's headers, a production start without keys, and
 request ids a client may not choose freely."""
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
@@ -69,3 +71,19 @@ def test_a_request_id_a_client_may_not_choose_is_replaced_by_a_fresh_one(
         assert echoed["x-request-id"] != bad and len(echoed["x-request-id"]) == 32
         good = client.get("/livez", headers={"X-Request-ID": "shelter-42.upload:7"}).headers
         assert good["x-request-id"] == "shelter-42.upload:7"
+
+
+def test_a_key_over_its_rate_is_told_a_wait_it_can_use(redis_url: str) -> None:
+    """A few milliseconds short of a token used to read "retry in 0.0 s" (and could send
+    Retry-After: 0, which a client takes as "at once")."""
+    secret, _ = create_key(
+        Store.from_url(redis_url), "quick-shelter", rate_limit_rps=20.0, rate_limit_burst=1
+    )
+    with TestClient(create_app(prod_settings(redis_url), configure_logs=False)) as client:
+        answers = [
+            client.get("/jobs/nothing-here", headers={"X-API-Key": secret}) for _ in range(5)
+        ]
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    stated = re.search(r"retry in ([0-9.]+) s", refused.json()["detail"])
+    assert stated is not None and 0 < float(stated[1]) <= 0.1
+    assert int(refused.headers["Retry-After"]) == 1
