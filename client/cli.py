@@ -1,6 +1,6 @@
 """The `catdog` command (also `python -m client`).
 
-    catdog predict PHOTO... [--url URL] [--format csv|json] [--output FILE]
+    catdog predict PHOTO_OR_FOLDER... [--url URL] [--format csv|json] [--output FILE]
     catdog jobs submit FOLDER [--wait] [--url URL] [--output FILE] [--format csv|json]
                               [--idempotency-key KEY] [--callback-url URL]
     catdog jobs status JOB_ID | results JOB_ID [--output FILE] | cancel JOB_ID
@@ -9,8 +9,9 @@
 
 The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000; the API key to
 $CATDOG_API_KEY (or --api-key). Exit status: 0 when
-every photo was classified, 1 when some were not (their errors are in the output), 2 when
-the request itself failed. `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
+every photo was classified, 1 when some were not (their errors are in the output: a photo
+the service refused, a file that could not be read), 2 when the service failed or could not
+be reached (`predict` then writes the rows it has and sends no more). `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
 1 below the gate, 2 could not evaluate.
 """
 
@@ -46,21 +47,48 @@ def _write(text: str, output: Path | None) -> None:
         print(f"wrote {output}", file=sys.stderr)
 
 
-def cmd_predict(client: CatdogClient, args: argparse.Namespace) -> int:
-    rows = []
-    for photo in args.photos:
-        try:
-            rows.append(row(photo.name, client.predict(photo)))
-        except ApiError as exc:
-            if exc.status >= 500:
-                raise
-            rows.append(row(photo.name, None, error=f"{exc.reason}: {exc.detail}"))
-    _write(render(rows, _format(args)), args.output)
-    return 0 if all(r["error"] is None for r in rows) else 1
+def _named_photos(paths: list[Path]) -> list[tuple[str, Path]]:
+    """(the name its row shows, the file) for each path given: a file by its name, a folder
+    by each of its photos (`find_photos`), named by their path inside it."""
+    named = []
+    for path in paths:
+        if path.is_dir():
+            named += [(found.relative_to(path).as_posix(), found) for found in find_photos(path)]
+        else:
+            named.append((path.name, path))
+    return named
 
 
 def _progress_bar(total: int) -> Any:
-    return tqdm(total=total, unit="photo", desc="classifying", file=sys.stderr)
+    # One photo needs no bar.
+    return tqdm(total=total, unit="photo", desc="classifying", file=sys.stderr, disable=total < 2)
+
+
+def cmd_predict(client: CatdogClient, args: argparse.Namespace) -> int:
+    named = _named_photos(args.photos)
+    if not named:
+        print(f"no photos in {', '.join(map(str, args.photos))}", file=sys.stderr)
+        return 2
+    rows = []
+    failed: ApiError | None = None
+    with _progress_bar(len(named)) as bar:
+        for name, photo in named:
+            try:
+                rows.append(row(name, client.predict(photo)))
+            except OSError as exc:  # the file itself (missing, unreadable): nothing was sent
+                rows.append(row(name, None, error=f"unreadable: {exc.strerror or exc}"))
+            except ApiError as exc:
+                rows.append(row(name, None, error=f"{exc.reason}: {exc.detail}"))
+                if exc.status >= 500:  # the service failed, not the photo: send no more
+                    failed = exc
+                    break
+            bar.update(1)
+    _write(render(rows, _format(args)), args.output)
+    if failed is not None:
+        unsent = len(named) - len(rows)
+        print(f"error: {failed}; {unsent} photo{'s' * (unsent != 1)} not sent", file=sys.stderr)
+        return 2
+    return 0 if all(r["error"] is None for r in rows) else 1
 
 
 def cmd_jobs_submit(client: CatdogClient, args: argparse.Namespace) -> int:
@@ -140,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="classify photos one by one, synchronously")
-    predict.add_argument("photos", nargs="+", type=Path)
+    predict.add_argument(
+        "photos", nargs="+", type=Path, metavar="PHOTO", help="a photo, or a folder of photos"
+    )
     _output_options(predict)
     predict.set_defaults(run=cmd_predict)
 

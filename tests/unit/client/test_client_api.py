@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from client.api import ApiError, CatdogClient, MultipartBody
+from client.api import RATE_LIMITED_ATTEMPTS, ApiError, CatdogClient, MultipartBody
 from client.photos import find_photos
 from gateway.uploads import PartData, PartStart, multipart_events
 
@@ -107,3 +107,40 @@ def test_an_error_answer_raises_with_its_reason() -> None:
         client.job("j")
     assert (caught.value.status, caught.value.reason) == (410, "job_expired")
     assert json.loads(json.dumps(caught.value.detail)) == "job j has expired"
+
+
+def rate_limited(retry_after: str) -> httpx.Response:
+    return httpx.Response(
+        429,
+        json={"detail": "over its request rate", "reason": "rate_limited"},
+        headers={"Retry-After": retry_after},
+    )
+
+
+def test_a_rate_limited_photo_is_sent_again_after_the_retry_after(tmp_path: Path) -> None:
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(b"jpeg bytes")
+    answers = iter(
+        [rate_limited("1"), rate_limited("2"), httpx.Response(200, json={"label": "cat"})]
+    )
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return next(answers)
+
+    waits: list[float] = []
+    with client_with(handler) as client:
+        assert client.predict(photo, sleep=waits.append)["label"] == "cat"
+    assert waits == [1.0, 2.0]
+    assert len(bodies) == 3 and all(b"jpeg bytes" in body for body in bodies)
+
+
+def test_a_photo_still_rate_limited_after_every_attempt_raises_429(tmp_path: Path) -> None:
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(b"x")
+    waits: list[float] = []
+    with client_with(lambda _: rate_limited("soon")) as client, pytest.raises(ApiError) as caught:
+        client.predict(photo, sleep=waits.append)
+    assert caught.value.status == 429
+    assert waits == [1.0] * (RATE_LIMITED_ATTEMPTS - 1)  # an unreadable Retry-After: 1 s

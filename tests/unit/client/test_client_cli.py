@@ -27,14 +27,19 @@ PREDICTION = {
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
-    """Answers /predict: 200 for *.jpg, 422 for anything else."""
+    """Answers /predict: 422 for bad.*, 503 for down.*, else 200."""
     requests: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        if b'filename="bad.' in request.read():
+        body = request.read()
+        if b'filename="bad.' in body:
             return httpx.Response(
                 422, json={"detail": "the file is empty (0 bytes)", "reason": "empty"}
+            )
+        if b'filename="down.' in body:
+            return httpx.Response(
+                503, json={"detail": "no worker serves the realtime queue", "reason": "no_worker"}
             )
         return httpx.Response(200, json={**PREDICTION, "request_id": "r", "latency_ms": 1.0})
 
@@ -83,6 +88,48 @@ def test_predict_reports_a_refused_photo_and_exits_1(
     assert code == 1
     rows = json.loads(output.read_text())  # .json output implies the JSON format
     assert rows[1]["error"] == "empty: the file is empty (0 bytes)" and rows[1]["label"] is None
+
+
+def test_a_folder_stands_for_its_photos_named_by_their_path_in_it(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kennel" / "inside").mkdir(parents=True)
+    photos(tmp_path / "kennel", "a.jpg", "notes.txt")
+    photos(tmp_path / "kennel" / "inside", "b.png")
+    loose = photos(tmp_path, "c.jpg")
+    assert cli.main(["predict", str(tmp_path / "kennel"), *loose]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["filename"] for r in rows] == ["a.jpg", "inside/b.png", "c.jpg"]
+    assert len(service) == 3
+
+
+def test_a_folder_without_photos_exits_2_and_sends_nothing(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["predict", str(tmp_path)]) == 2
+    assert "no photos in" in capsys.readouterr().err and not service
+
+
+def test_a_missing_file_is_a_row_with_its_error_and_the_rest_are_classified(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["predict", str(tmp_path / "gone.jpg"), *photos(tmp_path, "a.jpg")])
+    assert code == 1
+    gone, found = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert gone["filename"] == "gone.jpg" and gone["error"].startswith("unreadable: No such file")
+    assert found["label"] == "dog" and len(service) == 1
+
+
+def test_a_failing_service_stops_the_run_and_keeps_the_answers_so_far(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["predict", *photos(tmp_path, "a.jpg", "down.jpg", "b.jpg")])
+    assert code == 2
+    out = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out.out)))
+    assert [r["filename"] for r in rows] == ["a.jpg", "down.jpg"]
+    assert rows[0]["label"] == "dog" and rows[1]["error"].startswith("no_worker:")
+    assert "1 photo not sent" in out.err and len(service) == 2
 
 
 def test_an_unreachable_service_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
