@@ -10,8 +10,8 @@
 The service URL defaults to $CATDOG_URL, else http://127.0.0.1:8000; the API key to
 $CATDOG_API_KEY (or --api-key). Exit status: 0 when
 every photo was classified, 1 when some were not (their errors are in the output: a photo
-the service refused, a file that could not be read), 2 when the service failed or could not
-be reached (`predict` then writes the rows it has and sends no more). `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
+the service refused, a file that could not be read), 2 when the service failed, refused the
+API key or could not be reached (`predict` then writes the rows it has and sends no more). `evaluate-deployment` (client/evaluate_deployment.py): 0 passed,
 1 below the gate, 2 could not evaluate.
 """
 
@@ -59,6 +59,12 @@ def _named_photos(paths: list[Path]) -> list[tuple[str, Path]]:
     return named
 
 
+def _about_the_photo(error: ApiError) -> bool:
+    """A refusal of this photo (413, 415, 422) or the model failing on it; anything else (the
+    key refused, the service down, full or too slow) is about the caller or the service."""
+    return error.status in (413, 415, 422) or error.reason == "inference_failed"
+
+
 def _progress_bar(total: int) -> Any:
     # One photo needs no bar.
     return tqdm(total=total, unit="photo", desc="classifying", file=sys.stderr, disable=total < 2)
@@ -79,7 +85,7 @@ def cmd_predict(client: CatdogClient, args: argparse.Namespace) -> int:
                 rows.append(row(name, None, error=f"unreadable: {exc.strerror or exc}"))
             except ApiError as exc:
                 rows.append(row(name, None, error=f"{exc.reason}: {exc.detail}"))
-                if exc.status >= 500:  # the service failed, not the photo: send no more
+                if not _about_the_photo(exc):  # it would meet every photo after this one
                     failed = exc
                     break
             bar.update(1)
@@ -92,6 +98,9 @@ def cmd_predict(client: CatdogClient, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_submit(client: CatdogClient, args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        print(f"not a folder: {args.folder} (a job takes a folder of photos)", file=sys.stderr)
+        return 2
     photos = find_photos(args.folder)
     if not photos:
         print(f"no photos under {args.folder}", file=sys.stderr)

@@ -132,6 +132,35 @@ def test_a_failing_service_stops_the_run_and_keeps_the_answers_so_far(
     assert "1 photo not sent" in out.err and len(service) == 2
 
 
+def test_a_refused_key_stops_the_run_at_its_first_photo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(
+            401, json={"detail": "the API key is not known", "reason": "invalid_api_key"}
+        )
+
+    monkeypatch.setattr(
+        cli,
+        "CatdogClient",
+        lambda url, *a, **k: CatdogClient(url, transport=httpx.MockTransport(refuse)),
+    )
+    assert cli.main(["predict", *photos(tmp_path, "a.jpg", "b.jpg")]) == 2
+    assert len(sent) == 1 and "1 photo not sent" in capsys.readouterr().err
+
+
+def test_a_job_of_a_path_that_is_not_a_folder_says_so(
+    service: list[httpx.Request], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (photo,) = photos(tmp_path, "a.jpg")
+    assert cli.main(["jobs", "submit", photo]) == 2
+    assert cli.main(["jobs", "submit", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.count("not a folder:") == 2 and not service
+
+
 def test_an_unreachable_service_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code = cli.main(
         ["--url", "http://127.0.0.1:9", "--timeout", "1", "predict", *photos(tmp_path, "a.jpg")]
