@@ -177,17 +177,32 @@ def tree_pids(root: int) -> list[int]:
 def cpu_s(pid: int) -> float:
     """CPU time (user + system, seconds) spent so far by `pid` and its live children; 0.0 for
     a process that is gone."""
+    return sum(own_cpu_s(p) for p in tree_pids(pid))
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU time (user + system, seconds) spent so far by `pid` alone; 0.0 once it is gone."""
+    try:
+        # The fields after the command's closing parenthesis: utime and stime are the 12th
+        # and 13th of them (proc(5)).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> dict[str, float]:
+    """The machine's CPU time so far, all cores together (seconds): busy, idle and stolen
+    (by the hypervisor, on a VM), from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            # The fields after the command's closing parenthesis: utime and stime are the
-            # 12th and 13th of them (proc(5)).
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+    idle = values[3] + values[4]  # idle and iowait
+    steal = values[7] if len(values) > 7 else 0
+    return {
+        "busy": (sum(values[:8]) - idle - steal) / tick,
+        "idle": idle / tick,
+        "steal": steal / tick,
+    }
 
 
 def rss_mb(pid: int) -> float:

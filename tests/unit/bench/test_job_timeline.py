@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 
-from job_timeline import Chunk, busy_profile, chunks_of, timeline
+from job_timeline import BULK, Chunk, CpuSample, busy_profile, chunks_of, cpu_split, timeline
 from load import JobRun
 
 
@@ -67,3 +67,41 @@ def test_the_parts_add_up_to_the_job_and_idle_processes_cost_wall_time() -> None
     assert t["run_idle_s"] == pytest.approx(0.5)
     assert t["run_s_by_busy_processes"] == pytest.approx({"0": 0.0, "1": 1.0, "2": 2.75})
     assert t["busy_images_per_s"] == pytest.approx(64 * 2 / 6.5, abs=0.01)
+
+
+def _sample(at: float, bulk: float, gateway: float, busy: float, idle: float) -> CpuSample:
+    return CpuSample(
+        at, {BULK: bulk, "gateway": gateway}, {"busy": busy, "idle": idle, "steal": 0.0}
+    )
+
+
+def test_the_cores_split_over_the_run_and_the_bulk_cpu_per_image() -> None:
+    # 2 cores; the run from 10.5 to 13.5. Inside it (samples at 11, 12, 13) the bulk processes
+    # take 1.8 core-seconds a second, the gateway 0.1 and something else 0.06, idle 0.04.
+    # Before 10.5 and after 13.5 the bulk processes idle: 6.0 s of their CPU for 300 images.
+    samples = [
+        _sample(10.0, 0.0, 0.0, 0.0, 2.0),
+        _sample(11.0, 0.5, 0.1, 0.6, 3.4),
+        _sample(12.0, 2.3, 0.2, 2.56, 3.44),
+        _sample(13.0, 4.1, 0.3, 4.52, 3.48),
+        _sample(14.0, 6.0, 0.4, 6.5, 4.0),
+    ]
+
+    split = cpu_split(samples, start=10.5, end=13.5, cores=2, images=300, pair=100.0)
+
+    assert split["window_s"] == pytest.approx(2.0)
+    shares = split["share_of_cores"]
+    assert shares[BULK] == pytest.approx(0.9)
+    assert shares["gateway"] == pytest.approx(0.05)
+    assert shares["other"] == pytest.approx(0.03)
+    assert shares["idle"] == pytest.approx(0.02)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert split["bulk_cpu_ms_per_image"] == pytest.approx(20.0)
+    assert split["pair_cpu_ms_per_image"] == pytest.approx(20.0)
+
+
+def test_a_run_without_samples_inside_it_is_refused() -> None:
+    samples = [_sample(10.0, 0, 0, 0, 0), _sample(11.0, 1, 0, 1, 1)]
+
+    with pytest.raises(ValueError, match="too few CPU samples"):
+        cpu_split(samples, start=10.2, end=10.8, cores=2, images=10, pair=100.0)
