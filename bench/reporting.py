@@ -9,14 +9,31 @@ from typing import Any
 RESULTS = Path(__file__).with_name("results")
 
 
-def write_results(name: str, result: dict[str, Any], markdown: str) -> Path:
-    """Write `result` as JSON and `markdown` beside it, print the markdown; returns the stem."""
+def write_results(
+    name: str, result: dict[str, Any], markdown: str, *, keep_earlier: bool = False
+) -> Path:
+    """Write `result` as JSON and `markdown` beside it, print the markdown; returns the stem.
+
+    A run of the same day and machine replaces the earlier one's files, unless
+    `keep_earlier`: then this run takes the first free name of `<date>-<name>`,
+    `<date>-<name>-2`, `-3`... (the serving harness: every run is a row of its history)."""
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"{result['date']}-{name}"
+    if keep_earlier:
+        stem = free_stem(stem)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown)
     print(markdown, end="")
     return stem
+
+
+def free_stem(stem: Path) -> Path:
+    """`stem`, or `stem-2`, `stem-3`...: the first with no JSON results file yet."""
+    candidate, n = stem, 1
+    while candidate.with_suffix(".json").exists():
+        n += 1
+        candidate = stem.with_name(f"{stem.name}-{n}")
+    return candidate
 
 
 def cpu_line(described: dict[str, Any]) -> str:

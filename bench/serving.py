@@ -12,9 +12,10 @@ the in-process ceiling and against a peer-style server, on this machine, in one 
    concurrencies: on the stack's runtime (the comparison of serving alone) and, where that
    is not PyTorch, on PyTorch too (how the public projects of this assignment serve).
 
-Writes bench/results/<date>-serving-<cores>core-<cpu vendor>.json and .md, and the throughput and p95 plot
-(.png), prints each target of the performance issue as met or not met, and rewrites the
-table of every run so far (bench/history.py).
+Writes bench/results/<date>-serving-<cores>core-<cpu vendor>.json and .md (a later run of
+the same day and machine adds -2, -3...: each run is a row of the history), and the
+throughput and p95 plot (.png), prints each target of the performance issue as met or not
+met, and rewrites the table of every run so far (bench/history.py).
 
     python bench/serving.py                   # everything (about 10 minutes on 2 cores)
     python bench/serving.py --quick           # fewer requests, for trying the harness
@@ -815,7 +816,7 @@ def main() -> int:
         result["reference"], result["catdog"], result["peer"], result.get("peer_torch")
     )
     name = f"serving-{machine_label(result['machine'])}"
-    stem = write_results(name, result, markdown(result))
+    stem = write_results(name, result, markdown(result), keep_earlier=True)
     plot(result, stem.with_suffix(".png"))
     print(f"results: {stem}.json, .md, .png (under {RESULTS})")
     print(f"every run so far: {write_history()}.md, .png")

@@ -62,3 +62,28 @@ def test_every_run_is_a_row_oldest_first_with_its_own_verdicts(tmp_path: Path) -
 def test_the_plot_draws_runs_without_a_latency_figure(tmp_path: Path) -> None:
     results_file(tmp_path, "2026-12-08", "family 6 model 167", [target(C1, 6.6, False)])
     assert write_history(tmp_path).with_suffix(".png").stat().st_size > 0
+
+
+def test_a_second_run_of_the_day_keeps_the_first_and_both_are_rows(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import reporting
+
+    monkeypatch.setattr(reporting, "RESULTS", tmp_path)
+    machine = {"cpu": "AMD EPYC Processor", "cores": 2, "cpu_id": "family 25 model 17"}
+    ceiling = {"best": 110.0, "one_process_2_threads": {"runtime": "onnxruntime"}}
+    stems = []
+    for commit, bulk in (("a" * 40, 0.95), ("b" * 40, 0.89)):
+        run = {
+            "date": "2026-12-08",
+            "machine": {**machine, "commit": commit},
+            "ceiling": ceiling,
+            "targets": [target(BULK, bulk, bulk >= 0.9)],
+        }
+        stems.append(reporting.write_results("serving-2core-amd-25-17", run, "", keep_earlier=True))
+
+    first = "2026-12-08-serving-2core-amd-25-17"
+    assert [s.name for s in stems] == [first, f"{first}-2"]
+    table = write_history(tmp_path).with_suffix(".md").read_text()
+    assert "0.95 ✓" in table and "0.89 ✗" in table
+    assert "bulk / ceiling (>= 0.9) 1 of 2" in table
