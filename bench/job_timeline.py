@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,6 +48,7 @@ from load import (  # noqa: E402
 from reporting import cpu_line, machine_label, write_results  # noqa: E402
 from serving import (  # noqa: E402
     RUN,
+    Sampler,
     add_settle_option,
     bench_key,
     environ_of,
@@ -160,30 +160,11 @@ def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     return spent
 
 
-class CpuSampler:
+def cpu_sampler(every_s: float = CPU_EVERY_S) -> Sampler[CpuSample]:
     """`cpu_by_process()` of the `watched()` processes and the machine's CPU every
     `every_s`, in a thread (1.3 ms of this client's CPU each on the 2-core VM)."""
-
-    def __init__(self, every_s: float = CPU_EVERY_S) -> None:
-        self.every_s = every_s
-        self.pids = watched()
-        self.samples: list[CpuSample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.samples.append(CpuSample(time.time(), cpu_by_process(self.pids), machine_cpu_s()))
-            if self._stop.wait(self.every_s):
-                return
-
-    def __enter__(self) -> "CpuSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    pids = watched()
+    return Sampler(lambda: CpuSample(time.time(), cpu_by_process(pids), machine_cpu_s()), every_s)
 
 
 def cpu_split(
@@ -280,7 +261,7 @@ def main() -> int:
     # The bulk workers' batch size (what serve.sh gave them), else this process's setting.
     batch_size = int(environ_of("bulk1").get("CATDOG_BATCH_SIZE", get_settings().batch_size))
     described = settled_machine(args.settle_s)
-    with CpuSampler() as sampler:
+    with cpu_sampler() as sampler:
         job = asyncio.run(job_run(args.url, photos(args.photos), bench_key()))
         time.sleep(1)  # the last log lines, and a CPU sample after the job's end
     chunks = chunks_of(job.job_id)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
@@ -336,16 +336,16 @@ class CpuMeter:
         }
 
 
-class MemorySampler:
-    """`sample()` (by default the resident memory of the stack's processes) every
-    `every_s`, in a thread."""
+T = TypeVar("T")
 
-    def __init__(
-        self, sample: Callable[[], dict[str, float]] = memory, every_s: float = 0.5
-    ) -> None:
+
+class Sampler(Generic[T]):
+    """`sample()` every `every_s`, in a thread, while the block runs: `samples`."""
+
+    def __init__(self, sample: Callable[[], T], every_s: float) -> None:
         self.sample = sample
         self.every_s = every_s
-        self.samples: list[dict[str, float]] = []
+        self.samples: list[T] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -354,13 +354,22 @@ class MemorySampler:
             self.samples.append(self.sample())
             self._stop.wait(self.every_s)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class MemorySampler(Sampler[dict[str, float]]):
+    """The resident memory of the stack's processes (or another `sample()`) every `every_s`."""
+
+    def __init__(
+        self, sample: Callable[[], dict[str, float]] = memory, every_s: float = 0.5
+    ) -> None:
+        super().__init__(sample, every_s)
 
     def peak(self) -> dict[str, float]:
         names = {name for sample in self.samples for name in sample}
