@@ -20,8 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ceiling import load_engine, photos  # noqa: E402
-from bench.reporting import write_results  # noqa: E402
+from ceiling import load_engine, photos  # noqa: E402
+from reporting import write_results  # noqa: E402
 
 
 def compare(loaded: Any, onnx: Callable[..., Any], batch: Any) -> dict[str, Any]:
