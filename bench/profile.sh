@@ -1,14 +1,37 @@
 #!/usr/bin/env bash
-# Flame graphs of the running stack under /predict load (`make up` first): py-spy samples the
-# gateway and the first realtime worker for DURATION seconds (20) while bench/load.py's client
-# sends /predict at CONCURRENCY (32). Writes bench/results/<date>-flame-{gateway,realtime}.svg.
+# Flame graphs of the running stack (`make up` first), sampled by py-spy for DURATION seconds
+# (20) under one of two loads:
+#   bash bench/profile.sh          /predict at CONCURRENCY (32) from bench/load.py's client:
+#                                  the gateway and the first realtime worker;
+#   LOAD=job bash bench/profile.sh one 1,000-photo job: the first bulk worker, its main
+#                                  process and its pool processes together.
+# Writes bench/results/<date>-flame-{gateway,realtime}.svg or <date>-flame-bulk.svg.
 # py-spy comes with requirements/dev.txt; it needs ptrace (root here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
 CONCURRENCY=${CONCURRENCY:-32}
+LOAD=${LOAD:-predict}
 out="bench/results/$(date +%F)-flame"
 export PATH="$PWD/.venv/bin:$PATH"
+
+if [[ $LOAD == job ]]; then
+  python - <<'PY' &
+import asyncio, sys
+sys.path[:0] = ["bench", "."]
+from ceiling import photos
+from load import job_run
+from serving import bench_key
+
+print(asyncio.run(job_run("http://127.0.0.1:8000", photos(1000), bench_key())).summary())
+PY
+  sleep 1  # the upload
+  py-spy record --pid "$(cat run/bulk1.pid)" --subprocesses --duration "$DURATION" \
+    --output "$out-bulk.svg" --nonblocking
+  wait
+  echo "flame graph: $out-bulk.svg"
+  exit 0
+fi
 
 python - "$DURATION" "$CONCURRENCY" <<'PY' &
 import asyncio, pathlib, sys
