@@ -55,9 +55,8 @@ from serving import (  # noqa: E402
     load_note,
     log_entries,
     pid_of,
-    processes,
-    redis_pid,
     settled_machine,
+    stack_pids,
     two_processes,
 )
 
@@ -132,12 +131,11 @@ class CpuSample:
 
 
 def watched() -> dict[str, int]:
-    """The processes whose CPU the job's split reads, by name: the stack's (serve.sh's pid
-    files, Flower's among them) and Redis."""
-    found = dict(processes())
-    for name, pid in (("redis", redis_pid()), ("flower", pid_of("flower"))):
-        if pid is not None:
-            found[name] = pid
+    """The processes whose CPU the job's split reads, by name: the stack's and Redis
+    (`stack_pids`), and Flower."""
+    found = stack_pids()
+    if (flower := pid_of("flower")) is not None:
+        found["flower"] = flower
     return found
 
 
